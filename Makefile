@@ -1,0 +1,66 @@
+# rtml: every target creates the virtualenv (.venv/) and node_modules/ on first use.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Prefer Python 3.12 (the Lambda runtime), also through pyenv; fall back to python3 (>= 3.11).
+PYTHON ?= $(shell for p in python3.12 $$(ls -d "$$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12 2>/dev/null) python3; do \
+	"$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+LOCK := requirements/lock-py$(PY_VERSION).txt
+EXTRAS := serve,train,infra,dev
+DATA ?= data
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help install lint typecheck pytest pytest-all synth test test-all demo bench lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml $(wildcard requirements/lock-py*.txt)
+	@test -n "$(PYTHON)" || { echo "no Python >= 3.11 found" >&2; exit 1; }
+	@echo "creating $(VENV) with $(PYTHON) ($(PY_VERSION)), constraints $(LOCK)" >&2
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(if $(wildcard $(LOCK)),-c $(LOCK)) -e '.[$(EXTRAS)]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(BIN)/.installed node_modules/.installed  ## create .venv and node_modules
+
+lint: $(BIN)/.installed  ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(BIN)/.installed  ## mypy (strict for models/ and infra/)
+	$(BIN)/mypy
+
+pytest: $(BIN)/.installed  ## tests except those marked slow
+	$(BIN)/pytest -m "not slow"
+
+pytest-all: $(BIN)/.installed  ## every test, the slow book-size ones too
+	$(BIN)/pytest
+
+synth: install  ## synthesize every stage with cdk-nag (offline, no Docker, no credentials)
+	npx cdk synth -q
+
+test: lint typecheck pytest synth  ## what CI runs: lint, types, tests (not slow), cdk synth
+
+test-all: lint typecheck pytest-all synth  ## test, plus the slow tests
+
+demo: $(BIN)/.installed  ## the main job on the local default: simulate the book's data set
+	$(BIN)/rtml simulate --out $(DATA)/simulated
+
+bench: $(BIN)/.installed  ## benchmarks (figures as ratios measured in one run)
+	$(BIN)/python -m bench.simulator
+
+lock: $(BIN)/.installed  ## re-pin requirements/lock-pyX.Y.txt from the current .venv
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^rtml' > $(LOCK)
+
+clean:  ## remove the virtualenv, node_modules and build output
+	rm -rf $(VENV) node_modules cdk.out .mypy_cache .ruff_cache .pytest_cache
