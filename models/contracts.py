@@ -33,6 +33,30 @@ TRANSACTIONS_COLUMNS: Final[tuple[Column, ...]] = (
 )
 """Columns of the simulator's output, in file order."""
 
+# --- Feature table: the simulator's columns + the baseline spec's 15 model inputs --------
+
+BASELINE_FEATURES: Final[tuple[Column, ...]] = (
+    ("TX_AMOUNT", "float64"),
+    ("TX_DURING_WEEKEND", "float64"),
+    ("TX_DURING_NIGHT", "float64"),
+    ("CUSTOMER_ID_NB_TX_1DAY_WINDOW", "int64"),
+    ("CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW", "float64"),
+    ("CUSTOMER_ID_NB_TX_7DAY_WINDOW", "int64"),
+    ("CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW", "float64"),
+    ("CUSTOMER_ID_NB_TX_30DAY_WINDOW", "int64"),
+    ("CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW", "float64"),
+    ("TERMINAL_ID_NB_TX_1DAY_WINDOW", "int64"),
+    ("TERMINAL_ID_RISK_1DAY_WINDOW", "float64"),
+    ("TERMINAL_ID_NB_TX_7DAY_WINDOW", "int64"),
+    ("TERMINAL_ID_RISK_7DAY_WINDOW", "float64"),
+    ("TERMINAL_ID_NB_TX_30DAY_WINDOW", "int64"),
+    ("TERMINAL_ID_RISK_30DAY_WINDOW", "float64"),
+)
+"""The model inputs of the baseline feature spec, in order (a test checks the spec agrees)."""
+
+FEATURE_TABLE_COLUMNS: Final[tuple[Column, ...]] = TRANSACTIONS_COLUMNS + BASELINE_FEATURES[1:]
+"""Columns of ``rtml features`` output: every transaction column, then the 14 features."""
+
 PARTITION_KEY: Final = "date"
 """Hive partition key of every day-partitioned dataset: ``date=YYYY-MM-DD/``."""
 

@@ -20,27 +20,18 @@ which may round differently in the last bit.
 
 from __future__ import annotations
 
-import json
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
-from pathlib import Path
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.contracts import (
-    DATASET_MANIFEST,
-    PART_FILE_NAME,
-    PARTITION_KEY,
-    TRANSACTIONS_COLUMNS,
-    arrow_schema,
-    column_names,
-)
+from models.contracts import TRANSACTIONS_COLUMNS, arrow_schema
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -561,7 +552,7 @@ def work_units(config: SimulationConfig) -> int:
     return config.n_customers + 2 * max(config.nb_days - 1, 0)
 
 
-# --- Storage: day-partitioned Parquet ---------------------------------------------------
+# --- Summary ------------------------------------------------------------------------------
 
 
 class DatasetSummary(BaseModel):
@@ -588,68 +579,3 @@ def summarize(tx: Transactions, config: SimulationConfig) -> DatasetSummary:
         first_datetime=str(tx.tx_datetime[0]) if len(tx) else None,
         last_datetime=str(tx.tx_datetime[-1]) if len(tx) else None,
     )
-
-
-def partition_dir(root: Path, day: date) -> Path:
-    """The hive partition directory of one day."""
-    return root / f"{PARTITION_KEY}={day.isoformat()}"
-
-
-def write_dataset(table: pa.Table, root: Path, start_date: date, manifest: BaseModel) -> int:
-    """Write one Parquet file per day under ``root/date=YYYY-MM-DD/``; return files written.
-
-    The layout and file names are fixed and Parquet writing is deterministic for a given
-    pyarrow version, so the same table gives the same bytes. Days without rows get no
-    partition. The column ``TX_TIME_DAYS`` gives each row's partition.
-    """
-    import pyarrow.parquet as pq
-
-    root.mkdir(parents=True, exist_ok=True)
-    days = table.column("TX_TIME_DAYS").to_numpy()
-    written = 0
-    if len(days):
-        # rows are sorted by time, so each day is a contiguous slice
-        bounds = np.flatnonzero(np.diff(days)) + 1
-        starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [len(days)]])
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            day = start_date + timedelta(days=int(days[s]))
-            part = partition_dir(root, day)
-            part.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table.slice(s, e - s), part / PART_FILE_NAME, compression="zstd")
-            written += 1
-    (root / DATASET_MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
-    return written
-
-
-def iter_partitions(root: Path) -> Iterator[Path]:
-    """The day partitions of a dataset, in date order."""
-    yield from sorted(p for p in root.glob(f"{PARTITION_KEY}=*") if p.is_dir())
-
-
-def read_dataset(
-    root: Path, columns: tuple[tuple[str, str], ...] = TRANSACTIONS_COLUMNS
-) -> pa.Table:
-    """Read a day-partitioned dataset with the contract schema, in partition (time) order."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = arrow_schema(columns)
-    parts = [
-        pq.read_table(p / PART_FILE_NAME, columns=column_names(columns)).cast(schema)
-        for p in iter_partitions(root)
-    ]
-    if not parts:
-        if not root.exists():
-            raise FileNotFoundError(f"no dataset at {root}")
-        return schema.empty_table()
-    return pa.concat_tables(parts)
-
-
-def read_manifest(root: Path) -> dict[str, Any]:
-    """The dataset manifest as a dict (it differs by dataset kind)."""
-    path = root / DATASET_MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"{root} has no {DATASET_MANIFEST}: not an rtml dataset")
-    result: dict[str, Any] = json.loads(path.read_text())
-    return result

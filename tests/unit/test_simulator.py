@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from models import datasets
 from models import simulator as sim
 from models.contracts import PART_FILE_NAME, TRANSACTIONS_COLUMNS, arrow_schema
 
@@ -108,7 +109,7 @@ def test_simulate_is_deterministic_to_the_byte(tmp_path: Path) -> None:
     for run in ("a", "b"):
         tx = sim.simulate(SMALL)
         summary.append(sim.summarize(tx, SMALL))
-        sim.write_dataset(tx.to_arrow(), tmp_path / run, SMALL.start_date, summary[-1])
+        datasets.write_dataset(tx.to_arrow(), tmp_path / run, summary[-1])
     # then the same files with the same bytes
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.*"))
@@ -120,25 +121,23 @@ def test_simulate_is_deterministic_to_the_byte(tmp_path: Path) -> None:
 def test_dataset_schema_layout_and_round_trip(small_tx: sim.Transactions, tmp_path: Path) -> None:
     # when
     table = small_tx.to_arrow()
-    sim.write_dataset(table, tmp_path, SMALL.start_date, sim.summarize(small_tx, SMALL))
+    datasets.write_dataset(table, tmp_path, sim.summarize(small_tx, SMALL))
     # then one hive partition per day, with the contract schema in each file
-    parts = list(sim.iter_partitions(tmp_path))
+    parts = list(datasets.iter_partitions(tmp_path))
     assert [p.name for p in parts][:2] == ["date=2018-04-01", "date=2018-04-02"]
     file_schema = pq.read_schema(parts[0] / PART_FILE_NAME)
     assert file_schema.names == [name for name, _ in TRANSACTIONS_COLUMNS]
     # Parquet has no seconds unit: files hold milliseconds, readers cast back to the contract
     assert str(file_schema.field("TX_DATETIME").type) == "timestamp[ms]"
-    back = sim.read_dataset(tmp_path)
+    back = datasets.read_dataset(tmp_path, TRANSACTIONS_COLUMNS)
     assert back.schema == arrow_schema(TRANSACTIONS_COLUMNS)
     assert back.equals(table)
-    assert sim.read_manifest(tmp_path)["n_transactions"] == len(small_tx)
+    assert datasets.read_manifest(tmp_path)["n_transactions"] == len(small_tx)
 
 
 def test_every_partition_holds_only_its_day(small_tx: sim.Transactions, tmp_path: Path) -> None:
-    sim.write_dataset(
-        small_tx.to_arrow(), tmp_path, SMALL.start_date, sim.summarize(small_tx, SMALL)
-    )
-    for part in sim.iter_partitions(tmp_path):
+    datasets.write_dataset(small_tx.to_arrow(), tmp_path, sim.summarize(small_tx, SMALL))
+    for part in datasets.iter_partitions(tmp_path):
         day = date.fromisoformat(part.name.split("=")[1])
         days = pq.read_table(part / PART_FILE_NAME).column("TX_TIME_DAYS").to_numpy()
         assert set(days.tolist()) == {(day - SMALL.start_date).days}
@@ -201,7 +200,7 @@ def test_fraud_rate_is_plausible_on_a_small_configuration() -> None:
 
 def test_read_dataset_of_a_missing_directory_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no dataset"):
-        sim.read_dataset(tmp_path / "nope")
+        datasets.read_dataset(tmp_path / "nope", TRANSACTIONS_COLUMNS)
 
 
 @pytest.mark.slow
