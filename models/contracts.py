@@ -1,6 +1,6 @@
 """Names and schemas shared by runtime code and infra.
 
-This module is deliberately light (stdlib only at import time) so that the CDK
+This module is deliberately light (stdlib and pydantic only at import time) so that the CDK
 app may import it: table names, key schemas, env var names and Parquet schemas
 are declared once here and used by both sides, so the two cannot drift apart.
 Column types are written as Arrow type names; :func:`arrow_schema` turns a
@@ -9,7 +9,11 @@ column list into a ``pyarrow.Schema`` lazily, for the code that has pyarrow.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+import math
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -86,3 +90,62 @@ def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
     return pa.schema(
         [pa.field(name, types[type_name], nullable=False) for name, type_name in columns]
     )
+
+
+# --- Stream events (Kinesis payloads; the online feature engine consumes them) -----------
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    transaction_id: int = Field(ge=0)
+    tx_datetime: datetime = Field(description="Naive local time of the transaction.")
+    customer_id: int = Field(ge=0)
+    terminal_id: int = Field(ge=0)
+
+    @field_validator("tx_datetime")
+    @classmethod
+    def _naive(cls, value: datetime) -> datetime:
+        if value.tzinfo is not None:
+            raise ValueError("tx_datetime must be naive local time (no timezone)")
+        return value
+
+
+class TransactionEvent(_Event):
+    """A card transaction to score and to fold into the online feature state."""
+
+    event_type: Literal["transaction"] = "transaction"
+    tx_amount: float = Field(ge=0)
+
+    @field_validator("tx_amount")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("tx_amount must be finite")
+        return value
+
+
+class LabelEvent(_Event):
+    """A fraud label, known about a week after its transaction; carries its routing keys."""
+
+    event_type: Literal["label"] = "label"
+    tx_fraud: Literal[0, 1]
+
+
+StreamEvent = Annotated[TransactionEvent | LabelEvent, Field(discriminator="event_type")]
+"""Any event on the input stream, told apart by ``event_type``."""
+
+
+# --- Online feature state (DynamoDB) --------------------------------------------------------
+
+FEATURE_STATE_TABLE: Final = "rtml-feature-state"
+"""Base name of the online feature-state table (stages prefix it)."""
+FEATURE_STATE_PK: Final = "pk"
+"""Partition key (S): ``<ENTITY>#<id>``, e.g. ``TERMINAL_ID#42``."""
+FEATURE_STATE_SK: Final = "sk"
+"""Sort key (S): ``HEAD`` (version, latest event time) or ``B#<bucket>`` (events)."""
+FEATURE_STATE_TTL: Final = "expires_at"
+"""TTL attribute (N, epoch seconds): processing time + horizon + one bucket."""
+
+ENV_FEATURE_STATE_TABLE: Final = "RTML_FEATURE_STATE_TABLE"
+"""Env var naming the feature-state table in every function that reads or writes it."""
