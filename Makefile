@@ -12,6 +12,7 @@ LOCK := requirements/lock-py$(PY_VERSION).txt
 EXTRAS := serve,train,infra,dev
 DATA ?= data
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help install lint typecheck pytest pytest-all synth test test-all demo bench lock clean
@@ -53,11 +54,13 @@ test: lint typecheck pytest synth  ## what CI runs: lint, types, tests (not slow
 
 test-all: lint typecheck pytest-all synth  ## test, plus the slow tests
 
-demo: $(BIN)/.installed  ## the main job on the local default: simulate the book's data set
+demo: $(BIN)/.installed  ## the main job on the local default: simulate, build features
 	$(BIN)/rtml simulate --out $(DATA)/simulated
+	$(BIN)/rtml features --in $(DATA)/simulated --out $(DATA)/features
 
-bench: $(BIN)/.installed  ## benchmarks (figures as ratios measured in one run)
+bench: $(BIN)/.installed  ## benchmarks (figures as ratios measured in one run; after make demo)
 	$(BIN)/python -m bench.simulator
+	$(BIN)/python -m bench.features --in $(DATA)/simulated
 
 lock: $(BIN)/.installed  ## re-pin requirements/lock-pyX.Y.txt from the current .venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^rtml' > $(LOCK)

@@ -1,0 +1,140 @@
+"""Typed per-environment settings, parsed from the ``rtml:environments`` cdk.json context.
+
+Settings come only from CDK context (cdk.json, or ``-c`` on the command line): no STS
+calls, env-var switches or git look-ups, so a synth is reproducible on any machine.
+Every problem fails fast, naming the environment and the key at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+import aws_cdk as cdk
+from constructs import Construct
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENVIRONMENTS_CONTEXT_KEY: Final = "rtml:environments"
+"""Context key holding one settings object per environment name."""
+
+SELECT_CONTEXT_KEY: Final = "env"
+"""Context key that selects one environment (``cdk synth -c env=dev``); absent means all."""
+
+LOG_RETENTION_DAYS: Final[frozenset[int]] = frozenset(
+    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192}
+    | {2557, 2922, 3288, 3653}
+)
+"""Retention periods CloudWatch Logs accepts; any other fails at deploy, so settings reject it."""
+
+
+class SettingsError(ValueError):
+    """The ``rtml:environments`` context is missing, malformed, or names an unknown environment."""
+
+
+class EnvSettings(BaseModel):
+    """Settings of one deployment environment (a CDK stage holding the rtml stack)."""
+
+    # strict: cdk.json is typed JSON, so "7" or true where a number belongs is a mistake to report.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, use_attribute_docstrings=True
+    )
+
+    name: str
+    """The environment's key in ``rtml:environments`` (what ``-c env=NAME`` selects)."""
+
+    stage_name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    """Construct id of the stage and the ``environment`` tag; lower-case to suit stack names."""
+
+    account: str | None = Field(default=None, pattern=r"^\d{12}$")
+    """Target AWS account id; absent or ``null`` (context drops nulls) means account-agnostic."""
+
+    region: str | None = None
+    """Target AWS region; ``None`` keeps the stack region-agnostic."""
+
+    removal_policy: Literal["destroy", "retain"]
+    """What happens to stateful resources on stack delete: dev cleans up, prod keeps data."""
+
+    log_retention_days: int
+    """Days to keep logs (log groups, S3 access logs); one of the values CloudWatch Logs allows."""
+
+    alarm_email: str | None = None
+    """Address subscribed to operational alarms; ``None`` means no e-mail subscription."""
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention_is_allowed(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            allowed = ", ".join(str(days) for days in sorted(LOG_RETENTION_DAYS))
+            raise ValueError(f"{value} is not a CloudWatch Logs retention period ({allowed})")
+        return value
+
+    @property
+    def cdk_environment(self) -> cdk.Environment:
+        """The stage's ``env``: unset parts stay environment-agnostic tokens."""
+        return cdk.Environment(account=self.account, region=self.region)
+
+    @property
+    def cdk_removal_policy(self) -> cdk.RemovalPolicy:
+        """``removal_policy`` as the CDK enum constructs expect."""
+        return (
+            cdk.RemovalPolicy.DESTROY
+            if self.removal_policy == "destroy"
+            else cdk.RemovalPolicy.RETAIN
+        )
+
+
+def _describe(error: ValidationError, where: str) -> str:
+    """One readable line per problem, naming the key: ``missing required key 'stage_name'``."""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "<root>"
+        if problem["type"] == "missing":
+            lines.append(f"{where}: missing required key '{key}'")
+        elif problem["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key '{key}' (a typo?)")
+        else:
+            lines.append(f"{where}: key '{key}': {problem['msg']}")
+    return "\n".join(lines)
+
+
+def parse_environments(raw: Any) -> dict[str, EnvSettings]:
+    """Parse the whole ``rtml:environments`` mapping; every entry is checked, selected or not."""
+    if raw is None:
+        raise SettingsError(
+            f"cdk.json context is missing required key '{ENVIRONMENTS_CONTEXT_KEY}'"
+        )
+    if not isinstance(raw, Mapping) or not raw:
+        raise SettingsError(
+            f"context '{ENVIRONMENTS_CONTEXT_KEY}' must map environment names to settings objects"
+        )
+    environments: dict[str, EnvSettings] = {}
+    for name, entry in raw.items():
+        where = f"context '{ENVIRONMENTS_CONTEXT_KEY}.{name}'"
+        if not isinstance(entry, Mapping):
+            raise SettingsError(f"{where} must be an object, got {type(entry).__name__}")
+        try:
+            environments[name] = EnvSettings.model_validate({**entry, "name": name})
+        except ValidationError as error:
+            raise SettingsError(_describe(error, where)) from None
+    return environments
+
+
+def select_environments(
+    environments: Mapping[str, EnvSettings], selected: str | None
+) -> dict[str, EnvSettings]:
+    """Keep the one ``selected`` environment, or all of them when nothing is selected."""
+    if selected is None:
+        return dict(environments)
+    if selected not in environments:
+        known = ", ".join(sorted(environments))
+        raise SettingsError(
+            f"unknown environment '{selected}' (-c {SELECT_CONTEXT_KEY}=...); known: {known}"
+        )
+    return {selected: environments[selected]}
+
+
+def load_environments(scope: Construct) -> dict[str, EnvSettings]:
+    """The environments to synthesize, read from ``scope``'s context (normally the ``cdk.App``)."""
+    environments = parse_environments(scope.node.try_get_context(ENVIRONMENTS_CONTEXT_KEY))
+    selected = scope.node.try_get_context(SELECT_CONTEXT_KEY)
+    return select_environments(environments, None if selected is None else str(selected))
