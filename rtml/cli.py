@@ -215,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the process exit code."""
+    from models.errors import RtmlError
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -226,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed early (| head): not an error of ours
         sys.stderr.close()
         return 0
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+    except (ValueError, OSError, RtmlError) as exc:
         # Domain errors (pydantic's ValidationError is a ValueError) end in one line.
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"rtml: error: {message}", file=sys.stderr)

@@ -8,6 +8,7 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from infra.constructs.artifacts_bucket import ArtifactsBucket
+from infra.constructs.feature_state_table import FeatureStateTable
 from infra.settings import EnvSettings
 
 
@@ -16,6 +17,9 @@ class RtmlStack(cdk.Stack):
 
     artifacts: ArtifactsBucket
     """Model artifacts and datasets."""
+
+    feature_state: FeatureStateTable
+    """Online feature state (per card and terminal)."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, settings: EnvSettings, **kwargs: Any
@@ -26,4 +30,7 @@ class RtmlStack(cdk.Stack):
             "Artifacts",
             removal_policy=settings.cdk_removal_policy,
             access_log_retention=cdk.Duration.days(settings.log_retention_days),
+        )
+        self.feature_state = FeatureStateTable(
+            self, "FeatureState", removal_policy=settings.cdk_removal_policy
         )

@@ -34,6 +34,7 @@ from models.contracts import (
     FEATURE_STATE_SK,
     FEATURE_STATE_TTL,
 )
+from models.errors import RtmlError
 from models.features.online import (
     COUNTERS,
     ConflictError,
@@ -51,12 +52,12 @@ MAX_ITEM_BYTES = 350_000  # DynamoDB's limit is 400 KB; keep a margin for names 
 assert sys.byteorder == "little", "packed arrays assume a little-endian host"
 
 
-class StateTooLargeError(Exception):
+class StateTooLargeError(RtmlError):
     """One bucket of an entity's events would exceed the DynamoDB item size limit."""
 
 
-class StoreUnavailableError(Exception):
-    """DynamoDB kept returning unprocessed keys after every retry."""
+class StoreUnavailableError(RtmlError):
+    """The table is missing, or DynamoDB kept returning unprocessed keys after every retry."""
 
 
 def _pack(kind: str, values: Sequence[Any]) -> bytes:
@@ -137,9 +138,14 @@ class DynamoDBStateStore:
         for start in range(0, len(keys), BATCH_GET_LIMIT):
             pending: list[dict[str, Any]] = keys[start : start + BATCH_GET_LIMIT]
             for attempt in range(self.max_retries + 1):
-                response = self.client.batch_get_item(
-                    RequestItems={self.table_name: {"Keys": pending, "ConsistentRead": True}}
-                )
+                try:
+                    response = self.client.batch_get_item(
+                        RequestItems={self.table_name: {"Keys": pending, "ConsistentRead": True}}
+                    )
+                except self.client.exceptions.ResourceNotFoundException as exc:
+                    raise StoreUnavailableError(
+                        f"DynamoDB table {self.table_name!r} not found"
+                    ) from exc
                 found.extend(response.get("Responses", {}).get(self.table_name, []))
                 unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name)
                 if not unprocessed:

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Protocol
 
 from models.contracts import LabelEvent, TransactionEvent
+from models.errors import RtmlError
 from models.features.spec import BASELINE, SECONDS_PER_DAY, EntitySpec, FeatureSpec
 
 MAX_ID = sys.maxsize
@@ -104,6 +105,21 @@ class EntityMachine:
         self._label_fields = frozenset(spec.label_fields)
         self._field_index = {f: i for i, f in enumerate(self.fields)}
         self.horizon = spec.horizon_seconds
+        # per window: (feature name, kind, value-field index or -1 for a count)
+        self._plan = [
+            (
+                w.seconds,
+                [
+                    (
+                        f"{spec.key}_{a.name}_{w.suffix}",
+                        a.kind,
+                        self._field_index[a.field] if a.field else -1,
+                    )
+                    for a in spec.aggregations
+                ],
+            )
+            for w in spec.windows
+        ]
 
     def new_state(self) -> EntityState:
         """An empty state with one value list per field."""
@@ -177,27 +193,26 @@ class EntityMachine:
     def features(self, state: EntityState, time: int, tx_id: int) -> dict[str, float | int]:
         """This entity's windowed features as of (time, transaction id)."""
         out: dict[str, float | int] = {}
-        delay = self.spec.delay_seconds
-        for window in self.spec.windows:
-            if delay == 0:
-                hi = bisect.bisect_right(state.keys, (time, tx_id))
-            else:
-                hi = bisect.bisect_right(state.keys, (time - delay, MAX_ID))
-            lo = bisect.bisect_right(state.keys, (time - delay - window.seconds, MAX_ID))
+        keys, delay = state.keys, self.spec.delay_seconds
+        if delay == 0:
+            hi = bisect.bisect_right(keys, (time, tx_id))
+        else:
+            hi = bisect.bisect_right(keys, (time - delay, MAX_ID))
+        for length, aggregations in self._plan:
+            lo = bisect.bisect_right(keys, (time - delay - length, MAX_ID))
             count = max(hi - lo, 0)
-            for agg in self.spec.aggregations:
-                name = f"{self.spec.key}_{agg.name}_{window.suffix}"
-                if agg.kind == "count" or agg.field is None:
+            for name, kind, index in aggregations:
+                if index < 0:
                     out[name] = count
                     continue
-                vals = state.values[self._field_index[agg.field]][lo:hi]
+                vals = state.values[index][lo:hi]
                 if not vals:
                     out[name] = 0.0
-                elif agg.kind == "max":
+                elif kind == "max":
                     out[name] = max(vals)
-                elif agg.kind == "min":
+                elif kind == "min":
                     out[name] = min(vals)
-                elif agg.kind == "sum":
+                elif kind == "sum":
                     out[name] = sum(vals)
                 else:  # mean, ratio
                     out[name] = sum(vals) / count
@@ -215,7 +230,7 @@ def calendar_features(time: int, spec: FeatureSpec = BASELINE) -> dict[str, floa
     return out
 
 
-class ConflictError(Exception):
+class ConflictError(RtmlError):
     """Another writer changed an entity since it was read (optimistic lock failed)."""
 
 

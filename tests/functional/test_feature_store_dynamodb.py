@@ -3,14 +3,18 @@ update under concurrent writers, bounded items, TTL on processing time."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
+from models import datasets
 from models import simulator as sim
-from models.contracts import FEATURE_STATE_TTL, LabelEvent, TransactionEvent
+from models.contracts import FEATURE_STATE_TTL, FEATURE_TABLE_COLUMNS, LabelEvent, TransactionEvent
 from models.features import dynamodb_store as ddb
 from models.features.online import (
     EntityKey,
@@ -188,3 +192,51 @@ def test_dynamodb_store_label_events_update_terminal_risk(store: ddb.DynamoDBSta
     (now,) = engine.process([tx(2, T0, customer=5)])
     assert now.features is not None
     assert now.features["TERMINAL_ID_RISK_7DAY_WINDOW"] == 1.0
+
+
+def test_cli_online_features_against_dynamodb(
+    dynamodb: DynamoDBClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a small simulated dataset and a feature-state table
+    from rtml import cli
+
+    ddb.create_table(dynamodb, TABLE)
+    sim_dir, out_dir = tmp_path / "sim", tmp_path / "features"
+    args = ["--customers", "3", "--terminals", "4", "--days", "10", "--radius", "50"]
+    assert cli.main(["simulate", *args, "--out", str(sim_dir)]) == 0
+    assert cli.main(["features", "--in", str(sim_dir), "--out", str(out_dir / "offline")]) == 0
+    capsys.readouterr()
+    # when the online engine replays it through DynamoDB
+    online_args = ["--engine", "online", "--store", "dynamodb", "--table", TABLE, "--json"]
+    code = cli.main(
+        ["features", *online_args, "--in", str(sim_dir), "--out", str(out_dir / "online")]
+    )
+    # then the feature table equals the offline one
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counters"]["applied"] == 2 * summary["n_rows"]
+    offline = datasets.read_dataset(out_dir / "offline", FEATURE_TABLE_COLUMNS)
+    online = datasets.read_dataset(out_dir / "online", FEATURE_TABLE_COLUMNS)
+    assert offline.num_rows > 0
+    for name in offline.column_names:
+        np.testing.assert_allclose(
+            online.column(name).to_numpy().astype(float),
+            offline.column(name).to_numpy().astype(float),
+            rtol=0,
+            atol=1e-9,
+        )
+
+
+def test_cli_online_features_missing_table_is_one_line(
+    dynamodb: DynamoDBClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rtml import cli
+
+    sim_dir = tmp_path / "sim"
+    cli.main(["simulate", "--customers", "2", "--days", "2", "--out", str(sim_dir)])
+    capsys.readouterr()
+    online_args = ["--engine", "online", "--store", "dynamodb", "--table", "nope"]
+    code = cli.main(["features", *online_args, "--in", str(sim_dir), "--out", str(tmp_path / "f")])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rtml: error:") and "nope" in err[-1]

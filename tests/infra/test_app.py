@@ -307,3 +307,52 @@ def test_build_app_invalid_environment_value_fails(
 
     with pytest.raises(SettingsError, match=message):
         build_app(broken)
+
+
+def test_feature_state_table_matches_the_runtime_contract(templates: dict[str, Template]) -> None:
+    # The key schema and TTL come from models.contracts, as the runtime adapter's do.
+    from models.contracts import FEATURE_STATE_PK, FEATURE_STATE_SK, FEATURE_STATE_TTL
+
+    for template in templates.values():
+        template.has_resource_properties(
+            "AWS::DynamoDB::GlobalTable",
+            {
+                "KeySchema": [
+                    {"AttributeName": FEATURE_STATE_PK, "KeyType": "HASH"},
+                    {"AttributeName": FEATURE_STATE_SK, "KeyType": "RANGE"},
+                ],
+                "BillingMode": "PAY_PER_REQUEST",
+                "TimeToLiveSpecification": {"AttributeName": FEATURE_STATE_TTL, "Enabled": True},
+                "Replicas": [
+                    Match.object_like(
+                        {"PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True}}
+                    )
+                ],
+            },
+        )
+
+
+def test_feature_state_table_has_the_schema_of_the_runtime_tables(
+    templates: dict[str, Template], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the table the runtime code creates on moto (functional tests, local stack)
+    import boto3
+    from moto import mock_aws
+
+    from models.features.dynamodb_store import create_table
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+        create_table(client, "t")
+        described = client.describe_table(TableName="t")["Table"]
+        ttl = client.describe_time_to_live(TableName="t")["TimeToLiveDescription"]
+    # then the synthesized table has the same keys, attribute types and TTL attribute
+    tables = templates["dev"].find_resources("AWS::DynamoDB::GlobalTable")
+    (props,) = [t["Properties"] for t in tables.values()]
+    assert props["KeySchema"] == described["KeySchema"]
+    assert sorted(props["AttributeDefinitions"], key=str) == sorted(
+        described["AttributeDefinitions"], key=str
+    )
+    assert props["TimeToLiveSpecification"]["AttributeName"] == ttl["AttributeName"]
