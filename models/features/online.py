@@ -200,7 +200,7 @@ class EntityMachine:
             hi = bisect.bisect_right(keys, (time - delay, MAX_ID))
         for length, aggregations in self._plan:
             lo = bisect.bisect_right(keys, (time - delay - length, MAX_ID))
-            count = max(hi - lo, 0)
+            count = hi - lo  # lo <= hi: every window starts before it ends
             for name, kind, index in aggregations:
                 if index < 0:
                     out[name] = count
@@ -316,6 +316,8 @@ class OnlineFeatures:
         self.max_attempts = max_attempts
         self.on_conflict = on_conflict
         self.names = spec.feature_names()
+        # (entity key column, event attribute holding its id, whether it takes labels)
+        self._routes = [(k, k.lower(), bool(m.spec.label_fields)) for k, m in self.machines.items()]
 
     @staticmethod
     def _entity_id(event: RawEvent, key: str) -> int:
@@ -328,20 +330,25 @@ class OnlineFeatures:
     def process_raw(self, events: Sequence[RawEvent]) -> list[Scored]:
         """Apply events in order; return, per event, its features and outcomes."""
         per_key: dict[EntityKey, list[int]] = {}
+        bounds: dict[EntityKey, tuple[int, int]] = {}
         for i, event in enumerate(events):
-            for key, machine in self.machines.items():
-                if event.is_label and not machine.spec.label_fields:
+            t = event.time
+            for key, attribute, wants_labels in self._routes:
+                if event.is_label and not wants_labels:
                     continue  # labels only concern entities with label fields
-                per_key.setdefault((key, self._entity_id(event, key)), []).append(i)
+                k = (key, getattr(event, attribute))
+                if k in per_key:
+                    per_key[k].append(i)
+                    lo, hi = bounds[k]
+                    bounds[k] = (min(lo, t), max(hi, t))
+                else:
+                    per_key[k] = [i]
+                    bounds[k] = (t, t)
         feats: list[dict[str, float | int]] = [{} for _ in events]
         outcomes: list[dict[str, str]] = [{} for _ in events]
         pending = per_key
         for attempt in range(1, self.max_attempts + 1):
-            requests = {
-                k: (min(events[i].time for i in idx), max(events[i].time for i in idx))
-                for k, idx in pending.items()
-            }
-            states = self.store.load(requests, self.machines)
+            states = self.store.load({k: bounds[k] for k in pending}, self.machines)
             conflicts: dict[EntityKey, list[int]] = {}
             for k, idx in pending.items():
                 machine, state = self.machines[k[0]], states[k]
