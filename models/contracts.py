@@ -149,3 +149,11 @@ FEATURE_STATE_TTL: Final = "expires_at"
 
 ENV_FEATURE_STATE_TABLE: Final = "RTML_FEATURE_STATE_TABLE"
 """Env var naming the feature-state table in every function that reads or writes it."""
+
+
+# --- Model registry ------------------------------------------------------------------------
+
+ENV_REGISTRY: Final = "RTML_REGISTRY"
+"""Env var holding the registry URI (``s3://bucket/prefix`` or ``file://dir``)."""
+ENV_ACTOR: Final = "RTML_ACTOR"
+"""Env var naming who changes an alias (CI sets it); else the OS user."""
