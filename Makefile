@@ -54,13 +54,22 @@ test: lint typecheck pytest synth  ## what CI runs: lint, types, tests (not slow
 
 test-all: lint typecheck pytest-all synth  ## test, plus the slow tests
 
-demo: $(BIN)/.installed  ## the main job on the local default: simulate, build features
+REGISTRY ?= file://$(abspath $(DATA))/registry
+
+demo: $(BIN)/.installed  ## the main job on the local default: simulate, features, train, register
 	$(BIN)/rtml simulate --out $(DATA)/simulated
 	$(BIN)/rtml features --in $(DATA)/simulated --out $(DATA)/features
+	$(BIN)/rtml train --data $(DATA)/features --model xgboost --out $(DATA)/artifacts/xgboost
+	version=$$($(BIN)/rtml models push $(DATA)/artifacts/xgboost --registry $(REGISTRY) --json \
+		| $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["version"])') && \
+	$(BIN)/rtml models promote fraud $$version --alias champion --registry $(REGISTRY)
+	$(BIN)/rtml models list --registry $(REGISTRY)
 
 bench: $(BIN)/.installed  ## benchmarks (figures as ratios measured in one run; after make demo)
 	$(BIN)/python -m bench.simulator
 	$(BIN)/python -m bench.features --in $(DATA)/simulated
+	$(BIN)/python -m bench.training --data $(DATA)/features
+	$(BIN)/python -m bench.scorer --data $(DATA)/features
 
 lock: $(BIN)/.installed  ## re-pin requirements/lock-pyX.Y.txt from the current .venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^rtml' > $(LOCK)
