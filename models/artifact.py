@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.contracts import MODEL_FAMILIES, ModelFamily
 from models.errors import RtmlError
 from models.features.spec import BASELINE, FeatureSpec
 from models.scorer import (
@@ -60,14 +61,8 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-Family = Literal["logistic_regression", "decision_tree", "random_forest", "xgboost"]
-"""Model families an artifact can hold."""
-FAMILIES: Final[tuple[str, ...]] = (
-    "logistic_regression",
-    "decision_tree",
-    "random_forest",
-    "xgboost",
-)
+Family = ModelFamily
+FAMILIES: Final = MODEL_FAMILIES
 
 ModelFormat = Literal["xgboost-json", "rtml-trees", "rtml-linear"]
 FORMAT_OF_FAMILY: Final[dict[str, ModelFormat]] = {

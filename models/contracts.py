@@ -151,7 +151,16 @@ ENV_FEATURE_STATE_TABLE: Final = "RTML_FEATURE_STATE_TABLE"
 """Env var naming the feature-state table in every function that reads or writes it."""
 
 
-# --- Model registry ------------------------------------------------------------------------
+# --- Models and the registry ---------------------------------------------------------------
+
+ModelFamily = Literal["logistic_regression", "decision_tree", "random_forest", "xgboost"]
+"""Model families that training produces and an artifact can hold."""
+MODEL_FAMILIES: Final[tuple[ModelFamily, ...]] = (
+    "logistic_regression",
+    "decision_tree",
+    "random_forest",
+    "xgboost",
+)
 
 ENV_REGISTRY: Final = "RTML_REGISTRY"
 """Env var holding the registry URI (``s3://bucket/prefix`` or ``file://dir``)."""

@@ -40,7 +40,13 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import evaluation
-from models.contracts import BASELINE_FEATURES, Column, column_names
+from models.contracts import (
+    BASELINE_FEATURES,
+    MODEL_FAMILIES,
+    Column,
+    ModelFamily,
+    column_names,
+)
 from models.evaluation import Metrics
 
 if TYPE_CHECKING:
@@ -52,13 +58,8 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Days = npt.NDArray[np.datetime64]
 
-Family = Literal["logistic_regression", "decision_tree", "random_forest", "xgboost"]
-FAMILIES: Final[tuple[Family, ...]] = (
-    "logistic_regression",
-    "decision_tree",
-    "random_forest",
-    "xgboost",
-)
+Family = ModelFamily
+FAMILIES: Final = MODEL_FAMILIES
 TREE_FAMILIES: Final = frozenset({"decision_tree", "random_forest", "xgboost"})
 RANDOM_STATE: Final = 0
 
