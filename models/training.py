@@ -656,3 +656,28 @@ def train(
         dropped_known=sets.dropped_known,
         selection=selection,
     )
+
+
+def save_outcome(outcome: TrainOutcome, out: Path, *, name: str, data: Path) -> ArtifactRef:
+    """Save a training outcome as a model artifact; return where it went.
+
+    The reference profile for drift monitoring is the test week: its raw inputs and the
+    model's out-of-sample scores, i.e. what serving will see (training-set scores of a
+    forest or a deep tree are near 0/1, an over-fitted picture of the score).
+    """
+    from models.artifact import save_artifact
+
+    manifest = save_artifact(
+        out,
+        name=name,
+        model=outcome.model,
+        family=outcome.family,
+        feature_names=outcome.feature_names,
+        scaler_mean=outcome.scaler.mean,
+        scaler_scale=outcome.scaler.scale,
+        training={**outcome.training_record(), "data": str(data)},
+        metrics=outcome.metrics_record(),
+        reference_features=outcome.test.x,
+        reference_scores=outcome.test_scores,
+    )
+    return ArtifactRef(name=manifest.name, version=manifest.version, path=str(out))

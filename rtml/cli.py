@@ -237,32 +237,6 @@ def _add_train(sub: Any) -> None:
     p.set_defaults(func=_run_train)
 
 
-def _write_artifact(out: Path, outcome: Any, *, name: str, data: Path) -> Any:
-    """Save the fitted model as an artifact; return where (a ``training.ArtifactRef``).
-
-    The reference profile for drift monitoring is the test week: its raw inputs and the
-    model's out-of-sample scores, i.e. what serving will see (training-set scores of a
-    forest or a deep tree are near 0/1, an over-fitted picture of the score).
-    """
-    from models.artifact import save_artifact
-    from models.training import ArtifactRef
-
-    manifest = save_artifact(
-        out,
-        name=name,
-        model=outcome.model,
-        family=outcome.family,
-        feature_names=outcome.feature_names,
-        scaler_mean=outcome.scaler.mean,
-        scaler_scale=outcome.scaler.scale,
-        training={**outcome.training_record(), "data": str(data)},
-        metrics=outcome.metrics_record(),
-        reference_features=outcome.test.x,
-        reference_scores=outcome.test_scores,
-    )
-    return ArtifactRef(name=manifest.name, version=manifest.version, path=str(out))
-
-
 def _run_train(args: argparse.Namespace) -> None:
     from models import reports, training
 
@@ -276,7 +250,7 @@ def _run_train(args: argparse.Namespace) -> None:
     frame = training.load_features(args.data)
     log.info("loaded %d rows from %s; training %s", len(frame), args.data, config.name)
     outcome = training.train(frame, config, protocol)
-    artifact = _write_artifact(args.out, outcome, name=args.name, data=args.data)
+    artifact = training.save_outcome(outcome, args.out, name=args.name, data=args.data)
     log.info("wrote artifact %s:%s to %s", artifact.name, artifact.version, args.out)
     test = reports.Scored(
         labels=outcome.test.labels,
