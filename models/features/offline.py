@@ -14,15 +14,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from models.features.spec import BASELINE, SECONDS_PER_DAY, Aggregation, EntitySpec, FeatureSpec
+from models.features.spec import (
+    BASELINE,
+    EPOCH_WEEKDAY,
+    SECONDS_PER_DAY,
+    Aggregation,
+    EntitySpec,
+    FeatureSpec,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
-
-EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
 
 def epoch_seconds(tx_datetime: npt.NDArray[np.datetime64]) -> I64:

@@ -25,7 +25,13 @@ from typing import Protocol
 
 from models.contracts import LabelEvent, TransactionEvent
 from models.errors import RtmlError
-from models.features.spec import BASELINE, SECONDS_PER_DAY, EntitySpec, FeatureSpec
+from models.features.spec import (
+    BASELINE,
+    EPOCH_WEEKDAY,
+    SECONDS_PER_DAY,
+    EntitySpec,
+    FeatureSpec,
+)
 
 MAX_ID = sys.maxsize
 Event = TransactionEvent | LabelEvent
@@ -224,7 +230,7 @@ def calendar_features(time: int, spec: FeatureSpec = BASELINE) -> dict[str, floa
     out: dict[str, float] = {}
     for name in spec.calendar:
         if name == "TX_DURING_WEEKEND":
-            out[name] = float((time // SECONDS_PER_DAY + 3) % 7 >= 5)
+            out[name] = float((time // SECONDS_PER_DAY + EPOCH_WEEKDAY) % 7 >= 5)
         else:
             out[name] = float((time % SECONDS_PER_DAY) // 3600 <= spec.night_last_hour)
     return out

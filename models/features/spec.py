@@ -29,6 +29,8 @@ AggregationKind = Literal["count", "sum", "mean", "max", "min", "ratio"]
 """count: events; sum/mean/max/min: of a field; ratio: sum of a 0/1 field / count, 0 if none."""
 
 SECONDS_PER_DAY: Final = 86_400
+EPOCH_WEEKDAY: Final = 3
+"""Weekday of 1970-01-01 (a Thursday; Monday = 0): both engines derive weekdays from it."""
 
 
 @dataclass(frozen=True)
