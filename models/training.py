@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -306,6 +306,12 @@ class ModelConfig(BaseModel):
     search: SearchSpace | None = None
     description: str = ""
 
+    def work_units(self) -> int:
+        """Model fits :func:`train` makes: every candidate on every fold, then the final one."""
+        if self.search is None:
+            return 1
+        return len(self.search.candidates()) * self.search.n_folds + 1
+
 
 MODEL_CONFIGS: Final[dict[str, ModelConfig]] = {
     c.name: c
@@ -454,6 +460,7 @@ def select_params(
     protocol: Protocol,
     *,
     n_jobs: int = -1,
+    progress: Callable[[int], None] | None = None,
 ) -> Selection:
     """Grid search on prequential folds that end before ``protocol``'s test period."""
     if config.search is None:
@@ -470,7 +477,11 @@ def select_params(
     candidates = []
     for params in config.search.candidates():
         merged = {**config.params, **params}
-        fold_metrics = [_fit_and_score(frame, s, config.family, merged, n_jobs) for s in splits]
+        fold_metrics = []
+        for s in splits:
+            fold_metrics.append(_fit_and_score(frame, s, config.family, merged, n_jobs))
+            if progress:
+                progress(1)
         candidate = Candidate(params=params, folds=fold_metrics, mean=_mean_metrics(fold_metrics))
         log.info("validation %s: %s", params, candidate.mean.model_dump())
         candidates.append(candidate)
@@ -592,6 +603,7 @@ def train(
     protocol: Protocol,
     *,
     n_jobs: int = -1,
+    progress: Callable[[int], None] | None = None,
 ) -> TrainOutcome:
     """Select (if the config has a grid), fit on the training window, evaluate on the test.
 
@@ -602,7 +614,7 @@ def train(
     selection = None
     params = dict(config.params)
     if config.search is not None:
-        selection = select_params(frame, config, protocol, n_jobs=n_jobs)
+        selection = select_params(frame, config, protocol, n_jobs=n_jobs, progress=progress)
         params.update(selection.selected)
         log.info("selected %s on %d validation folds", selection.selected, len(selection.folds))
     sets = split(frame.days, frame.cards, frame.labels, protocol)
@@ -634,6 +646,8 @@ def train(
     cp = evaluation.card_precision_at_k(
         test_set.days, test_set.cards, test_set.labels, test_scores, evaluation.DEFAULT_TOP_K
     )
+    if progress:
+        progress(1)
     return TrainOutcome(
         config=config,
         params=params,

@@ -249,7 +249,8 @@ def _run_train(args: argparse.Namespace) -> None:
     )
     frame = training.load_features(args.data)
     log.info("loaded %d rows from %s; training %s", len(frame), args.data, config.name)
-    outcome = training.train(frame, config, protocol)
+    with _progress(config.work_units(), f"train {config.name}") as bar:
+        outcome = training.train(frame, config, protocol, progress=bar.update)
     artifact = training.save_outcome(outcome, args.out, name=args.name, data=args.data)
     log.info("wrote artifact %s:%s to %s", artifact.name, artifact.version, args.out)
     test = reports.Scored(

@@ -147,8 +147,11 @@ def test_select_params_chooses_on_validation_folds_only(
         search=training.SearchSpace(grid={"max_depth": [1, 3]}, n_folds=2),
     )
     # when
-    outcome = training.train(frame, config, PROTOCOL)
-    # then the choice is recorded, made on folds that end before the test week
+    fits: list[int] = []
+    outcome = training.train(frame, config, PROTOCOL, progress=fits.append)
+    # then progress counts every fit: 2 candidates x 2 folds, then the final model
+    assert sum(fits) == config.work_units() == 5
+    # and the choice is recorded, made on folds that end before the test week
     selection = outcome.selection
     assert selection is not None
     assert [c.params for c in selection.candidates] == [{"max_depth": 1}, {"max_depth": 3}]
