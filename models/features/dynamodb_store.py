@@ -47,6 +47,15 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 HEAD = "HEAD"
+RETRYABLE_CANCELLATIONS = frozenset(
+    {
+        "ConditionalCheckFailed",
+        "TransactionConflict",
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+    }
+)
+"""Cancellation reasons of TransactWriteItems after which a fresh read and retry succeeds."""
 BATCH_GET_LIMIT = 100
 MAX_ITEM_BYTES = 350_000  # DynamoDB's limit is 400 KB; keep a margin for names and HEAD
 assert sys.byteorder == "little", "packed arrays assume a little-endian host"
@@ -218,9 +227,14 @@ class DynamoDBStateStore:
         try:
             self.client.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
         except self.client.exceptions.TransactionCanceledException as exc:
-            reasons = exc.response.get("CancellationReasons", [])
-            if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
-                raise ConflictError(f"{pk} changed since it was read") from exc
+            codes = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
+            if codes & RETRYABLE_CANCELLATIONS:
+                # Another writer won (ConditionalCheckFailed), another transaction holds
+                # the item (TransactionConflict), or the partition is throttled: read the
+                # entity again and re-apply, after the engine's backoff.
+                raise ConflictError(
+                    f"{pk}: write cancelled ({', '.join(sorted(map(str, codes)))})"
+                ) from exc
             raise
         state.version += 1
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import bisect
 import calendar
+import random
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -315,12 +317,14 @@ class OnlineFeatures:
         spec: FeatureSpec = BASELINE,
         max_attempts: int = 8,
         on_conflict: Callable[[int], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.spec = spec
         self.machines = {e.key: EntityMachine(e) for e in spec.entities}
         self.max_attempts = max_attempts
         self.on_conflict = on_conflict
+        self.sleep = sleep
         self.names = spec.feature_names()
         # (entity key column, event attribute holding its id, whether it takes labels)
         self._routes = [(k, k.lower(), bool(m.spec.label_fields)) for k, m in self.machines.items()]
@@ -377,6 +381,8 @@ class OnlineFeatures:
                 break
             if self.on_conflict:
                 self.on_conflict(attempt)
+            if attempt < self.max_attempts:  # jittered backoff: 10 ms, 20 ms, ... up to 1 s
+                self.sleep(min(1.0, 0.01 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
             pending = conflicts
         else:
             raise ConflictError(f"gave up after {self.max_attempts} conflicting writes")

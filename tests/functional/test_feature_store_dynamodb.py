@@ -240,3 +240,39 @@ def test_cli_online_features_missing_table_is_one_line(
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("rtml: error:") and "nope" in err[-1]
+
+
+def test_dynamodb_store_transaction_conflict_is_retried_with_backoff(
+    store: ddb.DynamoDBStateStore,
+) -> None:
+    # given a client whose first TransactWriteItems is cancelled by another transaction
+    real = store.client
+    attempts: list[int] = []
+
+    class Contended:
+        exceptions = real.exceptions
+
+        def transact_write_items(self, **kwargs: Any) -> dict[str, Any]:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise real.exceptions.TransactionCanceledException(
+                    {
+                        "Error": {"Code": "TransactionCanceledException", "Message": "x"},
+                        "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}],
+                    },
+                    "TransactWriteItems",
+                )
+            return dict(real.transact_write_items(**kwargs))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    store.client = Contended()  # type: ignore[assignment]
+    pauses: list[float] = []
+    engine = OnlineFeatures(store, sleep=pauses.append)
+    # when
+    (scored,) = engine.process([tx(1, T0)])
+    # then the cancelled write was read again, re-applied and written, after a short pause
+    assert scored.outcomes == {"CUSTOMER_ID": "applied", "TERMINAL_ID": "applied"}
+    assert len(pauses) == 1 and 0 < pauses[0] <= 0.01
+    assert len(attempts) == 3  # customer (cancelled), customer again, terminal
