@@ -11,6 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 import pytest
@@ -33,6 +34,9 @@ from models.registry import (
 from tests.functional.conftest import REGION
 from tests.unit.test_scorer import save
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 pytestmark = pytest.mark.functional
 
 BUCKET = "rtml-registry-test"
@@ -50,6 +54,26 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
+class _AtomicPuts:
+    """An S3 client whose conditional puts are atomic, as they are on real S3.
+
+    moto 5.2 checks If-Match / If-None-Match and then writes without a lock, so two
+    threads can both pass the check (a lost update that real S3 cannot produce). Holding
+    a lock around put_object restores S3's semantics; the registry code is unchanged.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def put_object(self, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._client.put_object(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
 @pytest.fixture(params=["s3", "file"])
 def registry(request: pytest.FixtureRequest, tmp_path: Path) -> ModelRegistry:
     if request.param == "s3":
@@ -61,7 +85,8 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> ModelRegistry:
         )
         # like the ArtifactsBucket construct: versioned (conditional writes still apply)
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        return open_registry(f"s3://{BUCKET}/registry", s3_client=s3, actor="tester")
+        client = cast("S3Client", _AtomicPuts(s3))
+        return open_registry(f"s3://{BUCKET}/registry", s3_client=client, actor="tester")
     return open_registry(f"file://{tmp_path / 'registry'}", actor="tester")
 
 
