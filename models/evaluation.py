@@ -182,10 +182,19 @@ def card_precision_at_k(
     )
 
 
-def evaluate(labels: ArrayLike, scores: ArrayLike, days: ArrayLike, cards: ArrayLike) -> Metrics:
-    """The three headline metrics of a scored set (CP at k = 100, as the book reports)."""
-    return Metrics(
+def evaluate_detailed(
+    labels: ArrayLike, scores: ArrayLike, days: ArrayLike, cards: ArrayLike
+) -> tuple[Metrics, CardPrecision]:
+    """The headline metrics and the per-day card precision they summarize (k = 100)."""
+    cp = card_precision_at_k(days, cards, labels, scores, DEFAULT_TOP_K)
+    metrics = Metrics(
         auc_roc=auc_roc(labels, scores),
         average_precision=average_precision(labels, scores),
-        card_precision_at_100=card_precision_at_k(days, cards, labels, scores, DEFAULT_TOP_K).mean,
+        card_precision_at_100=cp.mean,
     )
+    return metrics, cp
+
+
+def evaluate(labels: ArrayLike, scores: ArrayLike, days: ArrayLike, cards: ArrayLike) -> Metrics:
+    """The three headline metrics of a scored set (CP at k = 100, as the book reports)."""
+    return evaluate_detailed(labels, scores, days, cards)[0]

@@ -643,8 +643,8 @@ def train(
     test_scores = predict_scores(model, x_test)
     predict_s = time.perf_counter() - started
     train_scores = predict_scores(model, x_train)
-    cp = evaluation.card_precision_at_k(
-        test_set.days, test_set.cards, test_set.labels, test_scores, evaluation.DEFAULT_TOP_K
+    test_metrics, cp = evaluation.evaluate_detailed(
+        test_set.labels, test_scores, test_set.days, test_set.cards
     )
     if progress:
         progress(1)
@@ -657,11 +657,7 @@ def train(
         train_metrics=evaluation.evaluate(
             train_set.labels, train_scores, train_set.days, train_set.cards
         ),
-        test_metrics=Metrics(
-            auc_roc=evaluation.auc_roc(test_set.labels, test_scores),
-            average_precision=evaluation.average_precision(test_set.labels, test_scores),
-            card_precision_at_100=cp.mean,
-        ),
+        test_metrics=test_metrics,
         test_card_precision=cp,
         timings=Timings(fit_s=round(fit_s, 4), predict_s=round(predict_s, 4)),
         test=test_set,
