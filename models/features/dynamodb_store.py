@@ -19,6 +19,7 @@ bucket (an event-time TTL would have DynamoDB delete a replay's fresh items at o
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import random
@@ -242,10 +243,11 @@ class DynamoDBStateStore:
         self, pk: str, b: int, state: EntityState, machine: EntityMachine, expires: int
     ) -> dict[str, Any]:
         lo, hi = b * self.bucket_seconds, (b + 1) * self.bucket_seconds
-        idx = [i for i, (t, _) in enumerate(state.keys) if lo <= t < hi]
-        times = [state.keys[i][0] for i in idx]
-        ids = [state.keys[i][1] for i in idx]
-        values = [column[i] for column in state.values for i in idx]
+        # keys are sorted by (time, id): the bucket is one slice
+        first, last = bisect.bisect_left(state.keys, (lo,)), bisect.bisect_left(state.keys, (hi,))
+        times = [t for t, _ in state.keys[first:last]]
+        ids = [tx for _, tx in state.keys[first:last]]
+        values = [v for column in state.values for v in column[first:last]]
         labelled = [tx for tx in ids if tx in state.labelled]
         pending = {
             str(tx): [t, labels] for tx, (t, labels) in state.pending.items() if lo <= t < hi
@@ -258,13 +260,13 @@ class DynamoDBStateStore:
             "v": {"B": _pack("d", values)},
             "l": {"B": _pack("q", labelled)},
             "p": {"S": json.dumps(pending, separators=(",", ":"))},
-            "n": {"N": str(len(idx))},
+            "n": {"N": str(len(ids))},
             FEATURE_STATE_TTL: {"N": str(expires)},
         }
         size = sum(len(v.get("B", b"")) + len(v.get("S", "")) for v in item.values())
         if size > self.max_item_bytes:
             raise StateTooLargeError(
-                f"{pk} bucket {b} holds {len(idx)} events ({size} bytes > {self.max_item_bytes}):"
+                f"{pk} bucket {b} holds {len(ids)} events ({size} bytes > {self.max_item_bytes}):"
                 " lower bucket_seconds so that a bucket fits in one DynamoDB item"
             )
         return item
