@@ -313,11 +313,12 @@ def _generate_block(
     width = int(nb_days * (1 + 3.7 * float(np.max(lam, initial=0.0)))) + 64
     streams = _LegacyStreams(ids, width)
 
-    out_row: list[I64] = []
-    out_day: list[I64] = []
-    out_draw: list[I64] = []
-    out_time: list[I64] = []
-    out_amount: list[F64] = []
+    # seeded with empty arrays, so a block that emits nothing concatenates like any other
+    out_row: list[I64] = [np.zeros(0, dtype=np.int64)]
+    out_day: list[I64] = [np.zeros(0, dtype=np.int64)]
+    out_draw: list[I64] = [np.zeros(0, dtype=np.int64)]
+    out_time: list[I64] = [np.zeros(0, dtype=np.int64)]
+    out_amount: list[F64] = [np.zeros(0, dtype=np.float64)]
     for day in range(nb_days):
         nb_tx = np.zeros(n, dtype=np.int64)
         nb_tx[drawing] = streams.poisson_small(drawing, exp_neg_lam[drawing])
@@ -339,17 +340,11 @@ def _generate_block(
             out_time.append(time_tx.astype(np.int64) + day * SECONDS_PER_DAY)
             out_amount.append(np.round(amount, decimals=2))
 
-    row = np.concatenate(out_row) if out_row else np.zeros(0, dtype=np.int64)
-    order = np.lexsort(
-        (
-            np.concatenate(out_draw) if out_draw else row,
-            np.concatenate(out_day) if out_day else row,
-            row,
-        )
-    )
+    row = np.concatenate(out_row)
+    order = np.lexsort((np.concatenate(out_draw), np.concatenate(out_day), row))
     row = row[order]
-    time_seconds = (np.concatenate(out_time) if out_time else row)[order]
-    amount_all = (np.concatenate(out_amount) if out_amount else row.astype(np.float64))[order]
+    time_seconds = np.concatenate(out_time)[order]
+    amount_all = np.concatenate(out_amount)[order]
 
     # Customers without a terminal in reach draw their numbers but emit nothing.
     n_avail = np.diff(available.indptr)[ids.start : ids.stop]
