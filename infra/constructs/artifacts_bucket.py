@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aws_cdk as cdk
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 _ACCESS_LOG_PREFIX = "artifacts/"
 """Key prefix of the artifact bucket's logs, so more buckets can share the log bucket later."""
+
+
+def _private_bucket_settings() -> dict[str, Any]:
+    """What both buckets share: SSE-S3, no public access, no ACLs, TLS 1.2+ only.
+
+    (Access-log targets only support SSE-S3, so the artifact bucket uses it too.)
+    """
+    return {
+        "encryption": s3.BucketEncryption.S3_MANAGED,
+        "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
+        "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        "enforce_ssl": True,
+        "minimum_tls_version": 1.2,
+    }
 
 
 class ArtifactsBucket(Construct):
@@ -39,11 +55,7 @@ class ArtifactsBucket(Construct):
         self.access_logs_bucket = s3.Bucket(
             self,
             "AccessLogs",
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
+            **_private_bucket_settings(),
             lifecycle_rules=[s3.LifecycleRule(expiration=access_log_retention)],
             removal_policy=removal_policy,
         )
@@ -51,11 +63,7 @@ class ArtifactsBucket(Construct):
         self.bucket = s3.Bucket(
             self,
             "Bucket",
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
+            **_private_bucket_settings(),
             versioned=True,
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix=_ACCESS_LOG_PREFIX,
