@@ -15,7 +15,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install lint typecheck pytest pytest-all synth test test-all demo bench lock clean
+.PHONY: help install lint typecheck pytest pytest-all synth test test-all demo bench bench-peers lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,6 +70,18 @@ bench: $(BIN)/.installed  ## benchmarks (figures as ratios measured in one run; 
 	$(BIN)/python -m bench.features --in $(DATA)/simulated
 	$(BIN)/python -m bench.training --data $(DATA)/features
 	$(BIN)/python -m bench.scorer --data $(DATA)/features
+
+# Feast's pins stay out of .venv: the peers benchmark gets its own venv on the same Python.
+PEERS_VENV := .venv-peers
+
+$(PEERS_VENV)/bin/.installed: pyproject.toml $(BIN)/.installed
+	test -x $(PEERS_VENV)/bin/python || $(BIN)/python -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q -e '.[serve,train,dev,peers]'
+	touch $@
+
+bench-peers: $(PEERS_VENV)/bin/.installed  ## rtml's DynamoDB feature reads vs Feast's, on moto
+	$(PEERS_VENV)/bin/python -m bench.peers
 
 lock: $(BIN)/.installed  ## re-pin requirements/lock-pyX.Y.txt from the current .venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^rtml' > $(LOCK)

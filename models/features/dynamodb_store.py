@@ -1,32 +1,45 @@
 """The online feature state in DynamoDB: the StateStore adapter (boto3 lives here only).
 
 Layout (one table, names in ``models.contracts``): an entity is a partition
-``pk = "<ENTITY>#<id>"`` holding
+``pk = "<ENTITY>#<id>"``. In the common case it is ONE item, ``sk = "S"``:
 
-- ``sk = "HEAD"``: ``version`` (the optimistic lock), ``latest`` event time, counters;
-- ``sk = "B#<bucket>"``: the entity's events whose time falls in one time bucket
-  (``bucket_seconds``, a week by default), packed as binary arrays.
+- ``v``: the version (N), the optimistic lock every write is conditioned on;
+- ``d``: the state (B), encoded by :mod:`models.features.codec`: latest event time,
+  counters, the events (time, id and the fields the spec aggregates: delta varints,
+  amounts in cents when exact), which of them are labelled, labels waiting for their
+  transaction, and, for a busy entity, its tiles;
+- ``expires_at``: TTL, processing time + horizon + a day.
 
-Bucketing keeps each item far under DynamoDB's 400 KB limit for busy entities (a packed
-event costs 24 bytes; a bucket over ``max_item_bytes`` is refused with a clear error that
-says to shorten the buckets) and lets a read fetch exactly the buckets a window needs:
-one BatchGetItem for a whole Kinesis batch, unprocessed keys retried with backoff. A
-write is one TransactWriteItems per entity: the HEAD put conditioned on the version read,
-plus the touched buckets; a concurrent writer makes it fail as a ConflictError, and the
-engine re-reads and re-applies. The TTL attribute is processing time + horizon + one
-bucket (an event-time TTL would have DynamoDB delete a replay's fresh items at once).
+A busy entity (its unsealed events encode to more than ``seal_bytes``) seals them into
+time tiles: the main item keeps per tile its count, part count and the stats the spec
+needs (sum, max, min), and each tile's raw events go to parts ``sk = "T#<tile>#<part>"``
+(``expires_at`` = processing time + twice the horizon). Parts are read only where a
+window edge cuts a tile or an event lands in a sealed tile, so the main item, and the
+cost of a write, stay bounded whatever the entity's rate. The tile length is chosen at the
+first seal from the entity's rate (so that the horizon holds at most ``max_tiles``
+tiles) and kept.
+
+Reads: one BatchGetItem round for every main item of a batch (100 keys a call,
+unprocessed keys retried with jittered backoff), strongly consistent on the
+read-modify-write path (a stale read would only fail the version check and retry, but
+costs a wasted write), eventually consistent for read-only lookups; a second round for
+the tile parts of busy entities. Writes: one PutItem conditioned on the version read;
+a TransactWriteItems (main item + parts, atomically, at double price) only when parts
+change, so that a losing writer can never leave parts that disagree with the main item.
+Every call asks for ``ReturnConsumedCapacity`` and the store counts both what DynamoDB
+reports and the units computed from item sizes by DynamoDB's rules (:class:`Usage`).
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import math
 import os
 import random
-import sys
 import time
-from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from models.contracts import (
@@ -36,18 +49,27 @@ from models.contracts import (
     FEATURE_STATE_TTL,
 )
 from models.errors import RtmlError
+from models.features import codec
 from models.features.online import (
     COUNTERS,
     ConflictError,
     EntityKey,
     EntityMachine,
     EntityState,
+    Tiles,
+    Touch,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-HEAD = "HEAD"
+MAIN_SK = "S"
+FORMAT = 1
+BATCH_GET_LIMIT = 100
+TRANSACT_LIMIT = 100
+MAX_ITEM_BYTES = 350_000  # DynamoDB's limit is 400 KB; keep a margin
+TILE_LADDER = (900, 1800, 3600, 7200, 14_400, 28_800, 86_400)
+"""Tile lengths a busy entity may get, in seconds (15 minutes to a day)."""
 RETRYABLE_CANCELLATIONS = frozenset(
     {
         "ConditionalCheckFailed",
@@ -57,27 +79,218 @@ RETRYABLE_CANCELLATIONS = frozenset(
     }
 )
 """Cancellation reasons of TransactWriteItems after which a fresh read and retry succeeds."""
-BATCH_GET_LIMIT = 100
-MAX_ITEM_BYTES = 350_000  # DynamoDB's limit is 400 KB; keep a margin for names and HEAD
-assert sys.byteorder == "little", "packed arrays assume a little-endian host"
 
 
 class StateTooLargeError(RtmlError):
-    """One bucket of an entity's events would exceed the DynamoDB item size limit."""
+    """An entity's main item would exceed DynamoDB's item size limit."""
 
 
 class StoreUnavailableError(RtmlError):
     """The table is missing, or DynamoDB kept returning unprocessed keys after every retry."""
 
 
-def _pack(kind: str, values: Sequence[Any]) -> bytes:
-    return array(kind, values).tobytes()
+class MissingStateError(RtmlError):
+    """A tile part the main item refers to is not in the table (deleted or expired)."""
 
 
-def _unpack(kind: str, data: bytes) -> list[Any]:
-    packed = array(kind)
-    packed.frombytes(data)
-    return packed.tolist()
+# --- DynamoDB's size and capacity rules ---------------------------------------------------
+
+
+def _number_size(text: str) -> int:
+    digits = text.lstrip("-").replace(".", "").strip("0") or "0"
+    return (len(digits) + 1) // 2 + 1 + text.startswith("-")
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB bills it: attribute names plus values (S, B, N)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        if "S" in value:
+            size += len(value["S"].encode())
+        elif "B" in value:
+            size += len(value["B"])
+        elif "N" in value:
+            size += _number_size(value["N"])
+        else:
+            raise ValueError(f"attribute {name}: only S, B and N are sized here")
+    return size
+
+
+def write_units(size: int, *, transactional: bool = False) -> int:
+    """Write units of one item write: a unit per started KB, double in a transaction."""
+    return max(1, math.ceil(size / 1024)) * (2 if transactional else 1)
+
+
+def read_units(size: int, *, consistent: bool) -> float:
+    """Read units of one item read: a unit per started 4 KB, half if eventually consistent."""
+    return max(1, math.ceil(size / 4096)) * (1.0 if consistent else 0.5)
+
+
+@dataclass
+class Usage:
+    """What the store asked of DynamoDB: requests, bytes, units (computed and reported)."""
+
+    requests: int = 0
+    items_read: int = 0
+    items_written: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    read_units: float = 0.0
+    write_units: float = 0.0
+    reported_read_units: float = 0.0
+    reported_write_units: float = 0.0
+    item_sizes: dict[str, list[int]] = field(default_factory=dict)
+    """Written item sizes per kind ("main", "part"), when ``track_sizes`` is set."""
+    track_sizes: bool = False
+
+    def reported(self, response: dict[str, Any], kind: str) -> None:
+        """Add the ConsumedCapacity of a response (a dict or a list of them)."""
+        consumed = response.get("ConsumedCapacity")
+        for entry in consumed if isinstance(consumed, list) else [consumed] if consumed else []:
+            units = float(entry.get("CapacityUnits", 0.0))
+            if kind == "read":
+                self.reported_read_units += units
+            else:
+                self.reported_write_units += units
+
+    def wrote(self, kind: str, size: int, *, transactional: bool) -> None:
+        self.items_written += 1
+        self.bytes_written += size
+        self.write_units += write_units(size, transactional=transactional)
+        if self.track_sizes:
+            self.item_sizes.setdefault(kind, []).append(size)
+
+
+# --- encoding -------------------------------------------------------------------------
+
+
+def _write_events(
+    out: bytearray, state: EntityState, lo: int, hi: int, n_fields: int
+) -> tuple[int, int]:
+    """Events ``state.keys[lo:hi]``: times, ids, one column per field, labelled positions."""
+    keys = state.keys[lo:hi]
+    codec.put_uvarint(out, len(keys))
+    codec.write_sorted(out, [t for t, _ in keys])
+    ids = [tx for _, tx in keys]
+    codec.write_deltas(out, ids)
+    for f in range(n_fields):
+        codec.write_column(out, state.values[f][lo:hi])
+    labelled = state.labelled
+    codec.write_positions(out, [tx in labelled for tx in ids] if labelled else [False] * len(ids))
+    return lo, hi
+
+
+def _read_events(
+    reader: codec.Reader, n_fields: int
+) -> tuple[list[tuple[int, int]], list[list[float]], list[int]]:
+    n = reader.uvarint()
+    times = codec.read_sorted(reader, n)
+    ids = codec.read_deltas(reader, n)
+    columns = [codec.read_column(reader, n) for _ in range(n_fields)]
+    labelled = codec.read_positions(reader, n)
+    return list(zip(times, ids, strict=True)), columns, [ids[i] for i in labelled]
+
+
+def encode_main(state: EntityState, machine: EntityMachine) -> bytes:
+    """The main item's ``d``: header, unsealed events, pending labels, tiles."""
+    out = bytearray([FORMAT])
+    codec.put_uvarint(out, 0 if state.latest is None else codec.zigzag(state.latest) + 1)
+    codec.put_uvarints(out, [state.counters.get(c, 0) for c in COUNTERS])
+    tiles = state.tiles
+    start = 0 if tiles is None else bisect.bisect_left(state.keys, tiles.frontier)
+    _write_events(out, state, start, len(state.keys), len(machine.fields))
+    if state.pending:
+        pending = json.dumps(
+            {str(tx): [t, labels] for tx, (t, labels) in sorted(state.pending.items())},
+            separators=(",", ":"),
+        ).encode()
+        codec.put_uvarint(out, len(pending))
+        out += pending
+    else:
+        codec.put_uvarint(out, 0)
+    if tiles is None:
+        out.append(0)
+        return bytes(out)
+    out.append(1)
+    codec.put_uvarint(out, tiles.seconds)
+    codec.put_uvarint(out, codec.zigzag(tiles.frontier[0]))
+    codec.put_uvarint(out, codec.zigzag(tiles.frontier[1]))
+    codec.put_uvarint(out, len(tiles.ids))
+    codec.write_sorted(out, tiles.ids)
+    codec.put_uvarints(out, tiles.counts)
+    codec.put_uvarints(out, tiles.parts)
+    for stat in machine.stats:
+        codec.write_column(out, tiles.stats[stat])
+    return bytes(out)
+
+
+def decode_main(data: bytes, machine: EntityMachine) -> EntityState:
+    """Inverse of :func:`encode_main` (sealed tiles' raw events are not in it)."""
+    reader = codec.Reader(data)
+    if reader.take(1)[0] != FORMAT:
+        raise codec.CorruptStateError(f"unknown state format {data[0]}")
+    state = machine.new_state()
+    latest = reader.uvarint()
+    state.latest = None if latest == 0 else codec.unzigzag(latest - 1)
+    state.counters = dict(zip(COUNTERS, reader.uvarints(len(COUNTERS)), strict=True))
+    keys, columns, labelled = _read_events(reader, len(machine.fields))
+    state.keys, state.values = keys, columns
+    state.labelled.update(labelled)
+    n_pending = reader.uvarint()
+    if n_pending:
+        for tx, (t, labels) in json.loads(reader.take(n_pending)).items():
+            state.pending[int(tx)] = (int(t), {k: float(v) for k, v in labels.items()})
+    if reader.take(1)[0]:
+        seconds = reader.uvarint()
+        frontier = (codec.unzigzag(reader.uvarint()), codec.unzigzag(reader.uvarint()))
+        n = reader.uvarint()
+        ids = codec.read_sorted(reader, n)
+        state.tiles = Tiles(
+            seconds=seconds,
+            frontier=frontier,
+            ids=ids,
+            counts=reader.uvarints(n),
+            parts=reader.uvarints(n),
+            stats={stat: codec.read_column(reader, n) for stat in machine.stats},
+        )
+    if not reader.at_end():
+        raise codec.CorruptStateError("trailing bytes after the state")
+    return state
+
+
+def encode_part(state: EntityState, lo: int, hi: int, machine: EntityMachine) -> bytes:
+    """A tile part's ``d``: the raw events ``state.keys[lo:hi]``."""
+    out = bytearray([FORMAT])
+    _write_events(out, state, lo, hi, len(machine.fields))
+    return bytes(out)
+
+
+def _merge_parts(
+    state: EntityState, parts: list[tuple[int, int, bytes]], machine: EntityMachine
+) -> None:
+    """Put the raw events of loaded tile parts (tile, part, data) in front of the tail."""
+    tiles = state.tiles
+    assert tiles is not None
+    keys: list[tuple[int, int]] = []
+    columns: list[list[float]] = [[] for _ in machine.fields]
+    for k, p, data in sorted(parts):
+        reader = codec.Reader(data)
+        if reader.take(1)[0] != FORMAT:
+            raise codec.CorruptStateError(f"unknown tile part format {data[0]}")
+        part_keys, part_columns, labelled = _read_events(reader, len(machine.fields))
+        if part_keys:
+            tiles.part_firsts.setdefault(k, {})[p] = part_keys[0]
+        keys += part_keys
+        for column, values in zip(columns, part_columns, strict=True):
+            column.extend(values)
+        state.labelled.update(labelled)
+    tiles.loaded.update(k for k, _, _ in parts)
+    state.keys = keys + state.keys
+    state.values = [a + b for a, b in zip(columns, state.values, strict=True)]
+
+
+# --- the store ------------------------------------------------------------------------
 
 
 class DynamoDBStateStore:
@@ -88,19 +301,30 @@ class DynamoDBStateStore:
         client: DynamoDBClient,
         table_name: str,
         *,
-        bucket_seconds: int = 7 * 86_400,
-        max_item_bytes: int = MAX_ITEM_BYTES,
+        seal_bytes: int = 2048,
+        max_tiles: int = 256,
+        target_tile_events: int = 512,
+        max_part_events: int = 1024,
+        tile_seconds: int | None = None,
         clock: Callable[[], float] = time.time,
         max_retries: int = 8,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
         self.table_name = table_name
-        self.bucket_seconds = bucket_seconds
-        self.max_item_bytes = max_item_bytes
+        self.seal_bytes = seal_bytes
+        """Seal an entity's unsealed events into tiles once they encode to more than this."""
+        self.max_tiles = max_tiles
+        """The longest horizon of a busy entity holds at most this many tiles."""
+        self.target_tile_events = target_tile_events
+        """A tile should hold about this many events (at the rate seen at the first seal)."""
+        self.max_part_events = max_part_events
+        self.tile_seconds = tile_seconds
+        """Force one tile length (tests); by default chosen per entity."""
         self.clock = clock
         self.max_retries = max_retries
         self.sleep = sleep
+        self.usage = Usage()
 
     @classmethod
     def from_env(cls, table_name: str | None = None) -> DynamoDBStateStore:
@@ -117,32 +341,68 @@ class DynamoDBStateStore:
         """The partition key of an entity."""
         return f"{key[0]}#{key[1]}"
 
-    def bucket(self, event_time: int) -> int:
-        """The time bucket of an event time."""
-        return event_time // self.bucket_seconds
-
     # --- reads -------------------------------------------------------------------------
 
     def load(
-        self, requests: dict[EntityKey, tuple[int, int]], machines: dict[str, EntityMachine]
+        self,
+        requests: dict[EntityKey, list[Touch]],
+        machines: dict[str, EntityMachine],
+        *,
+        consistent: bool = True,
     ) -> dict[EntityKey, EntityState]:
-        """HEAD and the buckets covering (min_time - horizon, max_time] of each entity."""
-        wanted: list[dict[str, Any]] = []
-        for key, (t_min, t_max) in requests.items():
-            pk = self.pk(key)
-            wanted.append({FEATURE_STATE_PK: {"S": pk}, FEATURE_STATE_SK: {"S": HEAD}})
-            first = self.bucket(t_min - machines[key[0]].horizon)
-            for b in range(first, self.bucket(t_max) + 1):
-                wanted.append({FEATURE_STATE_PK: {"S": pk}, FEATURE_STATE_SK: {"S": f"B#{b}"}})
-        items = self._batch_get(wanted)
-        by_pk: dict[str, list[dict[str, Any]]] = {}
-        for item in items:
-            by_pk.setdefault(item[FEATURE_STATE_PK]["S"], []).append(item)
-        return {
-            key: self._decode(by_pk.get(self.pk(key), []), machines[key[0]]) for key in requests
-        }
+        """Main items in one round; tile parts the touches need in a second (busy only)."""
+        keys = [
+            {FEATURE_STATE_PK: {"S": self.pk(k)}, FEATURE_STATE_SK: {"S": MAIN_SK}}
+            for k in requests
+        ]
+        found = {item[FEATURE_STATE_PK]["S"]: item for item in self._batch_get(keys, consistent)}
+        states: dict[EntityKey, EntityState] = {}
+        wanted: list[tuple[EntityKey, int, int]] = []
+        for key, touches in requests.items():
+            machine = machines[key[0]]
+            item = found.get(self.pk(key))
+            if item is None:
+                states[key] = machine.new_state()
+                continue
+            state = states[key] = decode_main(item["d"]["B"], machine)
+            state.version = int(item["v"]["N"])
+            if state.tiles is not None:
+                tiles = state.tiles
+                for k in sorted(machine.needed_tiles(state, touches)):
+                    n_parts = tiles.parts[bisect.bisect_left(tiles.ids, k)]
+                    wanted += [(key, k, p) for p in range(n_parts)]
+        if wanted:
+            self._load_parts(states, wanted, machines, consistent)
+        return states
 
-    def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _load_parts(
+        self,
+        states: dict[EntityKey, EntityState],
+        wanted: list[tuple[EntityKey, int, int]],
+        machines: dict[str, EntityMachine],
+        consistent: bool,
+    ) -> None:
+        keys = [
+            {FEATURE_STATE_PK: {"S": self.pk(key)}, FEATURE_STATE_SK: {"S": f"T#{k}#{p}"}}
+            for key, k, p in wanted
+        ]
+        got = {
+            (item[FEATURE_STATE_PK]["S"], item[FEATURE_STATE_SK]["S"]): item["d"]["B"]
+            for item in self._batch_get(keys, consistent)
+        }
+        per_entity: dict[EntityKey, list[tuple[int, int, bytes]]] = {}
+        for key, k, p in wanted:
+            data = got.get((self.pk(key), f"T#{k}#{p}"))
+            if data is None:
+                raise MissingStateError(
+                    f"{self.pk(key)}: tile part T#{k}#{p} is missing from {self.table_name}"
+                    " (expired or deleted); rebuild the entity's state by replay"
+                )
+            per_entity.setdefault(key, []).append((k, p, data))
+        for key, parts in per_entity.items():
+            _merge_parts(states[key], parts, machines[key[0]])
+
+    def _batch_get(self, keys: list[dict[str, Any]], consistent: bool) -> list[dict[str, Any]]:
         """BatchGetItem in chunks of 100, retrying unprocessed keys with jittered backoff."""
         found: list[dict[str, Any]] = []
         for start in range(0, len(keys), BATCH_GET_LIMIT):
@@ -150,83 +410,159 @@ class DynamoDBStateStore:
             for attempt in range(self.max_retries + 1):
                 try:
                     response = self.client.batch_get_item(
-                        RequestItems={self.table_name: {"Keys": pending, "ConsistentRead": True}}
+                        RequestItems={
+                            self.table_name: {"Keys": pending, "ConsistentRead": consistent}
+                        },
+                        ReturnConsumedCapacity="TOTAL",
                     )
                 except self.client.exceptions.ResourceNotFoundException as exc:
                     raise StoreUnavailableError(
                         f"DynamoDB table {self.table_name!r} not found"
                     ) from exc
-                found.extend(response.get("Responses", {}).get(self.table_name, []))
+                items = response.get("Responses", {}).get(self.table_name, [])
+                self._count_reads(items, len(pending), response, consistent)
+                found.extend(items)
                 unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name)
                 if not unprocessed:
                     break
-                pending = list(unprocessed["Keys"])
                 if attempt == self.max_retries:
                     raise StoreUnavailableError(
-                        f"{len(pending)} keys still unprocessed after {attempt} retries"
+                        f"{len(unprocessed['Keys'])} keys still unprocessed after {attempt} retries"
                     )
+                pending = list(unprocessed["Keys"])
                 self.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
         return found
 
-    def _decode(self, items: list[dict[str, Any]], machine: EntityMachine) -> EntityState:
-        state = machine.new_state()
-        buckets = sorted(
-            (int(i[FEATURE_STATE_SK]["S"][2:]), i)
-            for i in items
-            if i[FEATURE_STATE_SK]["S"] != HEAD
+    def _count_reads(
+        self, items: list[dict[str, Any]], asked: int, response: Any, consistent: bool
+    ) -> None:
+        usage = self.usage
+        usage.requests += 1
+        usage.items_read += len(items)
+        sizes = [item_size(i) for i in items]
+        usage.bytes_read += sum(sizes)
+        # a key that is not found still costs the minimum read
+        usage.read_units += sum(read_units(s, consistent=consistent) for s in sizes)
+        misses = (
+            asked
+            - len(items)
+            - len(response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", []))
         )
-        n_fields = len(machine.fields)
-        for _, item in buckets:
-            times = _unpack("q", item["t"]["B"])
-            ids = _unpack("q", item["i"]["B"])
-            values = _unpack("d", item["v"]["B"])
-            n = len(times)
-            state.keys.extend(zip(times, ids, strict=True))
-            for f in range(n_fields):
-                state.values[f].extend(values[f * n : (f + 1) * n])
-            state.labelled.update(_unpack("q", item["l"]["B"]))
-            for tx_id, (t, labels) in json.loads(item["p"]["S"]).items():
-                state.pending[int(tx_id)] = (int(t), {k: float(v) for k, v in labels.items()})
-        head = next((i for i in items if i[FEATURE_STATE_SK]["S"] == HEAD), None)
-        if head is not None:
-            state.version = int(head["version"]["N"])
-            state.latest = int(head["latest"]["N"])
-            stored = {k: int(v["N"]) for k, v in head["counters"]["M"].items()}
-            state.counters = {c: stored.get(c, 0) for c in COUNTERS}
-        return state
+        usage.read_units += max(0, misses) * read_units(0, consistent=consistent)
+        usage.reported(response, "read")
 
     # --- writes ------------------------------------------------------------------------
 
-    def save(
-        self, key: EntityKey, state: EntityState, touched: set[int], machine: EntityMachine
-    ) -> None:
-        """HEAD (conditioned on the version read) and the touched buckets, atomically."""
+    def save(self, key: EntityKey, state: EntityState, machine: EntityMachine) -> None:
+        """The main item, conditioned on the version read; with its changed parts, atomically.
+
+        Seals the unsealed events first when they encode to more than ``seal_bytes``.
+        """
+        data = encode_main(state, machine)
+        if self._unsealed_bytes(state, data) > self.seal_bytes:
+            tiles = state.tiles
+            seconds = tiles.seconds if tiles is not None else self._choose_tile(state, machine)
+            room = TRANSACT_LIMIT - 1 - (len(tiles.dirty) if tiles is not None else 0)
+            machine.seal(state, seconds, self.max_part_events, max_parts=max(0, room))
+            data = encode_main(state, machine)
         pk = self.pk(key)
-        expires = int(self.clock()) + machine.horizon + self.bucket_seconds
-        head: dict[str, Any] = {
+        now = int(self.clock())
+        main: dict[str, Any] = {
             FEATURE_STATE_PK: {"S": pk},
-            FEATURE_STATE_SK: {"S": HEAD},
-            "version": {"N": str(state.version + 1)},
-            "latest": {"N": str(state.latest if state.latest is not None else 0)},
-            "counters": {"M": {c: {"N": str(v)} for c, v in state.counters.items()}},
-            FEATURE_STATE_TTL: {"N": str(expires)},
+            FEATURE_STATE_SK: {"S": MAIN_SK},
+            "v": {"N": str(state.version + 1)},
+            "d": {"B": data},
+            FEATURE_STATE_TTL: {"N": str(now + machine.horizon + 86_400)},
         }
-        condition = (
+        size = item_size(main)
+        if size > MAX_ITEM_BYTES:
+            raise StateTooLargeError(
+                f"{pk}: state of {size} bytes > {MAX_ITEM_BYTES} (pending labels: "
+                f"{len(state.pending)}, tiles: {len(state.tiles.ids) if state.tiles else 0})"
+            )
+        condition: dict[str, Any] = (
             {"ConditionExpression": f"attribute_not_exists({FEATURE_STATE_PK})"}
             if state.version == 0
             else {
-                "ConditionExpression": "version = :v",
+                "ConditionExpression": "v = :v",
                 "ExpressionAttributeValues": {":v": {"N": str(state.version)}},
             }
         )
-        writes: list[dict[str, Any]] = [
-            {"Put": {"TableName": self.table_name, "Item": head, **condition}}
-        ]
-        for b in sorted({self.bucket(t) for t in touched}):
-            item = self._encode_bucket(pk, b, state, machine, expires)
-            writes.append({"Put": {"TableName": self.table_name, "Item": item}})
+        parts = list(self._parts(pk, state, machine, now + 2 * machine.horizon))
         try:
-            self.client.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
+            if parts:
+                self._transact(main, condition, parts)
+            else:
+                response = self.client.put_item(
+                    TableName=self.table_name,
+                    Item=main,
+                    ReturnConsumedCapacity="TOTAL",
+                    **condition,
+                )
+                self.usage.requests += 1
+                self.usage.wrote("main", size, transactional=False)
+                self.usage.reported(dict(response), "write")
+        except self.client.exceptions.ConditionalCheckFailedException as exc:
+            raise ConflictError(f"{pk}: changed since it was read") from exc
+        state.version += 1
+        if state.tiles is not None:
+            state.tiles.dirty.clear()
+
+    def _unsealed_bytes(self, state: EntityState, data: bytes) -> int:
+        """Bytes of the main item's ``d`` that are not the tiles' aggregates."""
+        return len(data) - self._tiles_bytes(state)
+
+    @staticmethod
+    def _tiles_bytes(state: EntityState) -> int:
+        tiles = state.tiles
+        if tiles is None:
+            return 0
+        # ids, counts and parts varints plus stats: measured, not estimated
+        out = bytearray()
+        codec.write_sorted(out, tiles.ids)
+        codec.put_uvarints(out, tiles.counts)
+        codec.put_uvarints(out, tiles.parts)
+        for column in tiles.stats.values():
+            codec.write_column(out, column)
+        return len(out)
+
+    def _choose_tile(self, state: EntityState, machine: EntityMachine) -> int:
+        """The tile length of a busy entity: enough tiles to keep the main item small, and
+        about ``target_tile_events`` events a tile at the entity's rate."""
+        if self.tile_seconds is not None:
+            return self.tile_seconds
+        span = max(1, state.keys[-1][0] - state.keys[0][0]) if state.keys else 1
+        rate = max(len(state.keys), 1) / span
+        wanted = max(machine.horizon / self.max_tiles, self.target_tile_events / rate)
+        return next((s for s in TILE_LADDER if s >= wanted), TILE_LADDER[-1])
+
+    def _parts(
+        self, pk: str, state: EntityState, machine: EntityMachine, expires: int
+    ) -> Iterable[dict[str, Any]]:
+        tiles = state.tiles
+        if tiles is None:
+            return
+        for k, p in sorted(tiles.dirty):
+            lo, hi = tiles.part_range(state, k, p)
+            yield {
+                FEATURE_STATE_PK: {"S": pk},
+                FEATURE_STATE_SK: {"S": f"T#{k}#{p}"},
+                "d": {"B": encode_part(state, lo, hi, machine)},
+                FEATURE_STATE_TTL: {"N": str(expires)},
+            }
+
+    def _transact(
+        self, main: dict[str, Any], condition: dict[str, Any], parts: list[dict[str, Any]]
+    ) -> None:
+        writes: list[dict[str, Any]] = [
+            {"Put": {"TableName": self.table_name, "Item": main, **condition}}
+        ]
+        writes += [{"Put": {"TableName": self.table_name, "Item": part}} for part in parts]
+        try:
+            response = self.client.transact_write_items(
+                TransactItems=writes,  # type: ignore[arg-type]
+                ReturnConsumedCapacity="TOTAL",
+            )
         except self.client.exceptions.TransactionCanceledException as exc:
             codes = {r.get("Code") for r in exc.response.get("CancellationReasons", [])}
             if codes & RETRYABLE_CANCELLATIONS:
@@ -234,42 +570,15 @@ class DynamoDBStateStore:
                 # the item (TransactionConflict), or the partition is throttled: read the
                 # entity again and re-apply, after the engine's backoff.
                 raise ConflictError(
-                    f"{pk}: write cancelled ({', '.join(sorted(map(str, codes)))})"
+                    f"{main[FEATURE_STATE_PK]['S']}: write cancelled"
+                    f" ({', '.join(sorted(map(str, codes)))})"
                 ) from exc
             raise
-        state.version += 1
-
-    def _encode_bucket(
-        self, pk: str, b: int, state: EntityState, machine: EntityMachine, expires: int
-    ) -> dict[str, Any]:
-        lo, hi = b * self.bucket_seconds, (b + 1) * self.bucket_seconds
-        # keys are sorted by (time, id): the bucket is one slice
-        first, last = bisect.bisect_left(state.keys, (lo,)), bisect.bisect_left(state.keys, (hi,))
-        times = [t for t, _ in state.keys[first:last]]
-        ids = [tx for _, tx in state.keys[first:last]]
-        values = [v for column in state.values for v in column[first:last]]
-        labelled = [tx for tx in ids if tx in state.labelled]
-        pending = {
-            str(tx): [t, labels] for tx, (t, labels) in state.pending.items() if lo <= t < hi
-        }
-        item: dict[str, Any] = {
-            FEATURE_STATE_PK: {"S": pk},
-            FEATURE_STATE_SK: {"S": f"B#{b}"},
-            "t": {"B": _pack("q", times)},
-            "i": {"B": _pack("q", ids)},
-            "v": {"B": _pack("d", values)},
-            "l": {"B": _pack("q", labelled)},
-            "p": {"S": json.dumps(pending, separators=(",", ":"))},
-            "n": {"N": str(len(ids))},
-            FEATURE_STATE_TTL: {"N": str(expires)},
-        }
-        size = sum(len(v.get("B", b"")) + len(v.get("S", "")) for v in item.values())
-        if size > self.max_item_bytes:
-            raise StateTooLargeError(
-                f"{pk} bucket {b} holds {len(ids)} events ({size} bytes > {self.max_item_bytes}):"
-                " lower bucket_seconds so that a bucket fits in one DynamoDB item"
-            )
-        return item
+        self.usage.requests += 1
+        self.usage.wrote("main", item_size(main), transactional=True)
+        for part in parts:
+            self.usage.wrote("part", item_size(part), transactional=True)
+        self.usage.reported(dict(response), "write")
 
 
 def create_table(client: DynamoDBClient, table_name: str) -> None:

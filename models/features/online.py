@@ -11,12 +11,20 @@ Applying an event is idempotent (Kinesis delivers at least once); events older t
 horizon are ignored and counted; late events within it are applied and counted. Labels
 (fields that arrive later, e.g. TX_FRAUD) fill in the value of their transaction, or wait
 for it if they come first.
+
+A busy entity's store may seal its older events into time *tiles* (:class:`Tiles`): per
+tile, the count and the sums, maxima and minima the spec's aggregations need, with the
+tile's raw events loaded only where a window edge cuts the tile (or an event lands in
+it). Queries combine whole tiles' aggregates with raw events at the edges, so the values
+are those of the raw events (``EntityMachine.features``); the engine never decides when
+to seal, the store does (models/features/dynamodb_store.py).
 """
 
 from __future__ import annotations
 
 import bisect
 import calendar
+import math
 import random
 import sys
 import time
@@ -41,6 +49,8 @@ EntityKey = tuple[str, int]
 """(entity key column, entity id), e.g. ("TERMINAL_ID", 42)."""
 
 COUNTERS = ("applied", "duplicate", "late", "expired", "labels", "labels_pending")
+UNCHANGED = frozenset({"duplicate", "expired"})
+"""Outcomes that leave an entity's events as they were (nothing to write)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,66 @@ def epoch_seconds(value: datetime) -> int:
     return calendar.timegm(value.timetuple())
 
 
+Stat = tuple[int, str]
+"""(value-field index, "sum" | "max" | "min"): a per-tile aggregate a spec needs."""
+Touch = tuple[int, int, bool]
+"""(event time, transaction id, is a label): what a batch does to an entity; the store
+reads the tiles these need (see :meth:`EntityMachine.needed_tiles`)."""
+
+
+@dataclass
+class Tiles:
+    """An entity's sealed events: those with (time, id) < ``frontier``, tiled by time.
+
+    Tile ``k`` covers times [k * seconds, (k + 1) * seconds). Per non-empty tile: its
+    event count, how many stored parts hold its raw events, and the stats the spec's
+    aggregations need. Raw events of a tile are in the state's ``keys``/``values`` only
+    for the tiles in ``part_firsts`` (loaded, or written in this batch).
+    """
+
+    seconds: int
+    frontier: tuple[int, int]
+    ids: list[int] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    parts: list[int] = field(default_factory=list)
+    stats: dict[Stat, list[float]] = field(default_factory=dict)
+    part_firsts: dict[int, dict[int, tuple[int, int]]] = field(default_factory=dict)
+    """Per tile whose raw events are present: part index -> first (time, id) of the part."""
+    loaded: set[int] = field(default_factory=set)
+    """Tiles whose every part is present (queries and updates may cut them)."""
+    dirty: set[tuple[int, int]] = field(default_factory=set)
+    """(tile, part) to write back."""
+
+    def copy(self) -> Tiles:
+        """An independent copy (lookups fold events into copies)."""
+        return Tiles(
+            seconds=self.seconds,
+            frontier=self.frontier,
+            ids=list(self.ids),
+            counts=list(self.counts),
+            parts=list(self.parts),
+            stats={s: list(c) for s, c in self.stats.items()},
+            part_firsts={k: dict(v) for k, v in self.part_firsts.items()},
+            loaded=set(self.loaded),
+            dirty=set(self.dirty),
+        )
+
+    def tile_range(self, state: EntityState, k: int) -> tuple[int, int]:
+        """Slice of ``state.keys`` holding tile k's sealed events (present ones)."""
+        lo = bisect.bisect_left(state.keys, (k * self.seconds,))
+        end = min(((k + 1) * self.seconds,), self.frontier)
+        return lo, bisect.bisect_left(state.keys, end)
+
+    def part_range(self, state: EntityState, k: int, p: int) -> tuple[int, int]:
+        """Slice of ``state.keys`` holding part p of tile k (its raw events must be present)."""
+        firsts = self.part_firsts[k]
+        tile_lo, tile_hi = self.tile_range(state, k)
+        lo = bisect.bisect_left(state.keys, firsts[p], tile_lo, tile_hi)
+        nxt = firsts.get(p + 1)
+        hi = tile_hi if nxt is None else bisect.bisect_left(state.keys, nxt, lo, tile_hi)
+        return lo, hi
+
+
 @dataclass
 class EntityState:
     """One entity's recent events; ``version`` is the store's optimistic-lock token."""
@@ -97,6 +167,21 @@ class EntityState:
     latest: int | None = None
     version: int = 0
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    tiles: Tiles | None = None
+    """Sealed older events of a busy entity (None: every event is in ``keys``)."""
+
+    def copy(self) -> EntityState:
+        """An independent copy (lookups fold events into copies)."""
+        return EntityState(
+            keys=list(self.keys),
+            values=[list(c) for c in self.values],
+            pending=dict(self.pending),
+            labelled=set(self.labelled),
+            latest=self.latest,
+            version=self.version,
+            counters=dict(self.counters),
+            tiles=None if self.tiles is None else self.tiles.copy(),
+        )
 
     def position(self, time: int, tx_id: int) -> int | None:
         """Index of an event, or None if the state does not hold it."""
@@ -113,7 +198,7 @@ class EntityMachine:
         self._label_fields = frozenset(spec.label_fields)
         self._field_index = {f: i for i, f in enumerate(self.fields)}
         self.horizon = spec.horizon_seconds
-        # per window: (feature name, kind, value-field index or -1 for a count)
+        # per window: (seconds, [(feature name, kind, value-field index or -1 for a count)])
         self._plan = [
             (
                 w.seconds,
@@ -128,6 +213,13 @@ class EntityMachine:
             )
             for w in spec.windows
         ]
+        needed: list[Stat] = []
+        for a in spec.aggregations:
+            if a.field is not None:
+                stat = "sum" if a.kind in ("sum", "mean", "ratio") else a.kind
+                needed.append((self._field_index[a.field], stat))
+        self.stats: tuple[Stat, ...] = tuple(dict.fromkeys(needed))
+        """The per-tile aggregates this spec's queries need, in a fixed order."""
 
     def new_state(self) -> EntityState:
         """An empty state with one value list per field."""
@@ -136,14 +228,26 @@ class EntityMachine:
     def _expired(self, state: EntityState, time: int) -> bool:
         return state.latest is not None and time <= state.latest - self.horizon
 
+    def _sealed_tile(self, state: EntityState, time: int, tx_id: int) -> int | None:
+        """The tile of a sealed event (its raw events must be loaded), else None."""
+        tiles = state.tiles
+        if tiles is None or (time, tx_id) >= tiles.frontier:
+            return None
+        k = time // tiles.seconds
+        i = bisect.bisect_left(tiles.ids, k)
+        if i < len(tiles.ids) and tiles.ids[i] == k and k not in tiles.loaded:
+            raise RtmlError(f"tile {k} of {self.spec.key} was not loaded (store bug)")
+        return k
+
     def apply_transaction(
         self, state: EntityState, tx_id: int, time: int, values: dict[str, float]
     ) -> str:
         """Fold a transaction in; returns what happened (a counter name)."""
-        if state.position(time, tx_id) is not None:
-            outcome = "duplicate"
-        elif self._expired(state, time):
+        k = None if self._expired(state, time) else self._sealed_tile(state, time, tx_id)
+        if self._expired(state, time):
             outcome = "expired"
+        elif state.position(time, tx_id) is not None:
+            outcome = "duplicate"
         else:
             outcome = "late" if state.latest is not None and time < state.latest else "applied"
             label = state.pending.pop(tx_id, None)
@@ -156,6 +260,8 @@ class EntityMachine:
                     column.insert(i, label[1].get(f, 0.0) if label else 0.0)
                 else:
                     column.insert(i, float(values[f]))
+            if k is not None:
+                self._changed_sealed(state, k, (time, tx_id))
             if state.latest is None or time > state.latest:
                 state.latest = time
                 self._trim(state)
@@ -167,16 +273,18 @@ class EntityMachine:
     ) -> str:
         """Fill in label fields of a transaction (or keep them until it arrives)."""
         labels = {f: float(v) for f, v in labels.items() if f in self._label_fields}
-        i = state.position(time, tx_id)
+        k = None if self._expired(state, time) else self._sealed_tile(state, time, tx_id)
         if self._expired(state, time):
             outcome = "expired"
-        elif i is not None:
+        elif (i := state.position(time, tx_id)) is not None:
             current = {f: state.values[self._field_index[f]][i] for f in labels}
             repeat = tx_id in state.labelled and current == labels
             outcome = "duplicate" if repeat else "labels"
             for f, v in labels.items():
                 state.values[self._field_index[f]][i] = v
             state.labelled.add(tx_id)
+            if k is not None and not repeat:
+                self._changed_sealed(state, k, (time, tx_id))
         else:
             known = state.pending.get(tx_id)
             outcome = "duplicate" if known and known[1] == labels else "labels_pending"
@@ -184,47 +292,213 @@ class EntityMachine:
         state.counters[outcome] += 1
         return outcome
 
+    def _changed_sealed(self, state: EntityState, k: int, key: tuple[int, int]) -> None:
+        """A sealed event of tile k was inserted or relabelled: redo the tile's aggregates."""
+        tiles = state.tiles
+        assert tiles is not None
+        i = bisect.bisect_left(tiles.ids, k)
+        if i == len(tiles.ids) or tiles.ids[i] != k:  # a late event opens a sealed tile
+            tiles.ids.insert(i, k)
+            tiles.counts.insert(i, 0)
+            tiles.parts.insert(i, 1)
+            for column in tiles.stats.values():
+                column.insert(i, 0.0)
+            tiles.part_firsts[k] = {0: key}
+            tiles.loaded.add(k)
+        firsts = tiles.part_firsts[k]
+        p = max(0, bisect.bisect_right(sorted(firsts.values()), key) - 1)
+        firsts[p] = min(firsts[p], key)
+        tiles.dirty.add((k, p))
+        lo, hi = tiles.tile_range(state, k)
+        tiles.counts[i] = hi - lo
+        for (f, stat), column in tiles.stats.items():
+            column[i] = _reduce(stat, state.values[f][lo:hi])
+
     def _trim(self, state: EntityState) -> None:
-        """Drop events at or before latest - horizon: no query at or after latest sees them."""
+        """Drop events at or before latest - horizon: no query at or after latest sees them.
+
+        Sealed tiles go whole, once their last second is past the cut (a tile that
+        straddles it is only ever cut by a window edge, where its raw events are read).
+        """
         assert state.latest is not None
         cut_time = state.latest - self.horizon
-        cut = bisect.bisect_right(state.keys, (cut_time, MAX_ID))
-        if cut:
-            if state.labelled:
-                state.labelled.difference_update(tx_id for _, tx_id in state.keys[:cut])
-            del state.keys[:cut]
-            for column in state.values:
-                del column[:cut]
+        tiles = state.tiles
+        if tiles is not None:
+            first_kept = (cut_time + 1) // tiles.seconds
+            n = bisect.bisect_left(tiles.ids, first_kept)
+            if n:
+                for k in tiles.ids[:n]:
+                    tiles.part_firsts.pop(k, None)
+                    tiles.loaded.discard(k)
+                tiles.dirty = {d for d in tiles.dirty if d[0] >= first_kept}
+                del tiles.ids[:n], tiles.counts[:n], tiles.parts[:n]
+                for column in tiles.stats.values():
+                    del column[:n]
+            # unsealed events trim as usual; sealed ones go with their tile
+            f = bisect.bisect_left(state.keys, tiles.frontier)
+            self._drop(state, f, bisect.bisect_right(state.keys, (cut_time, MAX_ID)))
+            sealed_cut = bisect.bisect_left(state.keys, (first_kept * tiles.seconds,))
+            self._drop(state, 0, min(f, sealed_cut))
+        else:
+            self._drop(state, 0, bisect.bisect_right(state.keys, (cut_time, MAX_ID)))
         for tx_id in [k for k, (t, _) in state.pending.items() if t <= cut_time]:
             del state.pending[tx_id]
+
+    @staticmethod
+    def _drop(state: EntityState, lo: int, hi: int) -> None:
+        if hi <= lo:
+            return
+        if state.labelled:
+            state.labelled.difference_update(tx_id for _, tx_id in state.keys[lo:hi])
+        del state.keys[lo:hi]
+        for column in state.values:
+            del column[lo:hi]
+
+    def needed_tiles(self, state: EntityState, touches: Iterable[Touch]) -> set[int]:
+        """Sealed tiles whose raw events a batch needs: where its events land, and where a
+        window edge of one of its transactions cuts a tile."""
+        tiles = state.tiles
+        if tiles is None:
+            return set()
+        frontier, seconds, delay = tiles.frontier, tiles.seconds, self.spec.delay_seconds
+        need: set[int] = set()
+        for t, tx_id, is_label in touches:
+            if (t, tx_id) < frontier:
+                need.add(t // seconds)
+            if is_label:
+                continue
+            if delay and (t - delay, MAX_ID) < frontier:
+                need.add((t - delay) // seconds)
+            for length, _ in self._plan:
+                edge = t - delay - length
+                if (edge, MAX_ID) < frontier:
+                    need.add(edge // seconds)
+        return need.intersection(tiles.ids)
+
+    def seal(self, state: EntityState, seconds: int, max_part_events: int, max_parts: int) -> None:
+        """Seal the unsealed events into tiles of ``seconds`` (the store decides when).
+
+        New events of a tile become new parts of at most ``max_part_events``; at most
+        ``max_parts`` parts are created (the rest stays unsealed for a later write).
+        """
+        tiles = state.tiles
+        if tiles is None:
+            tiles = state.tiles = Tiles(
+                seconds=seconds,
+                frontier=(-MAX_ID, -MAX_ID),
+                stats={stat: [] for stat in self.stats},
+            )
+        seconds = tiles.seconds
+        start = bisect.bisect_left(state.keys, tiles.frontier)
+        end, created = start, 0
+        keys = state.keys
+        while end < len(keys) and created < max_parts:
+            k = keys[end][0] // seconds
+            tile_end = bisect.bisect_left(keys, ((k + 1) * seconds,), end)
+            stop = min(tile_end, end + max_part_events)
+            i = bisect.bisect_left(tiles.ids, k)
+            if i == len(tiles.ids) or tiles.ids[i] != k:
+                tiles.ids.insert(i, k)
+                tiles.counts.insert(i, 0)
+                tiles.parts.insert(i, 0)
+                for (_, stat), column in tiles.stats.items():
+                    column.insert(i, _EMPTY[stat])
+            p = tiles.parts[i]
+            tiles.parts[i] += 1
+            tiles.part_firsts.setdefault(k, {})[p] = keys[end]
+            tiles.dirty.add((k, p))
+            tiles.counts[i] += stop - end
+            for (f, stat), column in tiles.stats.items():
+                column[i] = _combine(stat, column[i], _reduce(stat, state.values[f][end:stop]))
+            end = stop
+            created += 1
+        if end > start:
+            last_time, last_id = keys[end - 1]
+            tiles.frontier = (last_time, last_id + 1)
 
     def features(self, state: EntityState, time: int, tx_id: int) -> dict[str, float | int]:
         """This entity's windowed features as of (time, transaction id)."""
         out: dict[str, float | int] = {}
         keys, delay = state.keys, self.spec.delay_seconds
-        if delay == 0:
-            hi = bisect.bisect_right(keys, (time, tx_id))
-        else:
-            hi = bisect.bisect_right(keys, (time - delay, MAX_ID))
+        hi_key = (time, tx_id) if delay == 0 else (time - delay, MAX_ID)
+        hi = bisect.bisect_right(keys, hi_key)
+        tiles = state.tiles
         for length, aggregations in self._plan:
-            lo = bisect.bisect_right(keys, (time - delay - length, MAX_ID))
-            count = hi - lo  # lo <= hi: every window starts before it ends
+            lo_key = (time - delay - length, MAX_ID)
+            lo = bisect.bisect_right(keys, lo_key)
+            if tiles is None or lo_key >= tiles.frontier:
+                spans, whole = [(lo, hi)], None
+            else:
+                spans, whole = self._tiled_spans(state, tiles, lo_key, hi_key=hi_key, lo=lo, hi=hi)
+            spans = [(a, b) for a, b in spans if b > a]
+            count = sum(b - a for a, b in spans)
+            if whole is not None:
+                count += sum(tiles.counts[whole[0] : whole[1]])  # type: ignore[union-attr]
             for name, kind, index in aggregations:
                 if index < 0:
                     out[name] = count
                     continue
-                vals = state.values[index][lo:hi]
-                if not vals:
+                if not count:
                     out[name] = 0.0
-                elif kind == "max":
-                    out[name] = max(vals)
-                elif kind == "min":
-                    out[name] = min(vals)
-                elif kind == "sum":
-                    out[name] = sum(vals)
-                else:  # mean, ratio
-                    out[name] = sum(vals) / count
+                    continue
+                column = state.values[index]
+                stat = "sum" if kind in ("sum", "mean", "ratio") else kind
+                parts = [_reduce(stat, column[a:b]) for a, b in spans]
+                if whole is not None and whole[1] > whole[0]:
+                    tile_stats = tiles.stats[(index, stat)]  # type: ignore[union-attr]
+                    parts.append(_reduce(stat, tile_stats[whole[0] : whole[1]]))
+                value = parts[0] if len(parts) == 1 else _reduce(stat, parts)
+                out[name] = value / count if kind in ("mean", "ratio") else value
         return out
+
+    @staticmethod
+    def _tiled_spans(
+        state: EntityState,
+        tiles: Tiles,
+        lo_key: tuple[int, int],
+        *,
+        hi_key: tuple[int, int],
+        lo: int,
+        hi: int,
+    ) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+        """Raw slices and the range of whole tiles that make up the window (lo_key, hi_key].
+
+        Unsealed events come raw; sealed tiles strictly inside the window come as
+        aggregates; a sealed tile cut by an edge contributes its (loaded) raw events.
+        """
+        keys, frontier, seconds = state.keys, tiles.frontier, tiles.seconds
+        f = bisect.bisect_left(keys, frontier)
+        spans = [(max(lo, f), hi)]
+        k_lo = lo_key[0] // seconds
+        k_hi = hi_key[0] // seconds if hi_key < frontier else None
+        for k in (k_lo,) if k_hi in (None, k_lo) else (k_lo, k_hi):
+            i = bisect.bisect_left(tiles.ids, k)
+            if i == len(tiles.ids) or tiles.ids[i] != k:
+                continue
+            if k not in tiles.loaded:
+                raise RtmlError(f"tile {k} cut by a window edge was not loaded (store bug)")
+            a, b = tiles.tile_range(state, k)
+            spans.append((max(a, lo), min(b, hi)))
+        first = bisect.bisect_right(tiles.ids, k_lo)
+        last = len(tiles.ids) if k_hi is None else bisect.bisect_left(tiles.ids, k_hi)
+        return spans, (first, max(first, last))
+
+
+_EMPTY: dict[str, float] = {"sum": 0.0, "max": -math.inf, "min": math.inf}
+
+
+def _reduce(stat: str, values: Sequence[float]) -> float:
+    if stat == "sum":
+        return sum(values)
+    if not values:
+        return _EMPTY[stat]
+    return max(values) if stat == "max" else min(values)
+
+
+def _combine(stat: str, a: float, b: float) -> float:
+    if stat == "sum":
+        return a + b
+    return max(a, b) if stat == "max" else min(a, b)
 
 
 def calendar_features(time: int, spec: FeatureSpec = BASELINE) -> dict[str, float]:
@@ -246,15 +520,21 @@ class StateStore(Protocol):
     """Where entity states live: in memory, or DynamoDB (models/features/dynamodb_store.py)."""
 
     def load(
-        self, requests: dict[EntityKey, tuple[int, int]], machines: dict[str, EntityMachine]
+        self,
+        requests: dict[EntityKey, list[Touch]],
+        machines: dict[str, EntityMachine],
+        *,
+        consistent: bool = True,
     ) -> dict[EntityKey, EntityState]:
-        """States of entities, each covering events in (min_time - horizon, max_time]."""
+        """States of entities, with whatever the touches (a batch's events) need.
+
+        ``consistent``: read the latest committed write (the read-modify-write path);
+        False allows an eventually consistent read (read-only lookups; half the price).
+        """
         ...
 
-    def save(
-        self, key: EntityKey, state: EntityState, touched: set[int], machine: EntityMachine
-    ) -> None:
-        """Write a state back if its version is unchanged (touched: event times applied).
+    def save(self, key: EntityKey, state: EntityState, machine: EntityMachine) -> None:
+        """Write a state back if its version is unchanged.
 
         Raises ConflictError otherwise; on success the state's version is the new one.
         """
@@ -269,7 +549,11 @@ class MemoryStore:
         self._versions: dict[EntityKey, int] = {}
 
     def load(
-        self, requests: dict[EntityKey, tuple[int, int]], machines: dict[str, EntityMachine]
+        self,
+        requests: dict[EntityKey, list[Touch]],
+        machines: dict[str, EntityMachine],
+        *,
+        consistent: bool = True,
     ) -> dict[EntityKey, EntityState]:
         """The live states (single-threaded use: no copy, so a replay stays fast)."""
         out = {}
@@ -280,9 +564,7 @@ class MemoryStore:
             out[key] = state
         return out
 
-    def save(
-        self, key: EntityKey, state: EntityState, touched: set[int], machine: EntityMachine
-    ) -> None:
+    def save(self, key: EntityKey, state: EntityState, machine: EntityMachine) -> None:
         """Bump the version (the state object is already the stored one)."""
         if self._versions.get(key, 0) != state.version:
             raise ConflictError(f"{key} changed since it was read")
@@ -337,44 +619,54 @@ class OnlineFeatures:
         """Apply validated stream events in order; per event, its features and outcomes."""
         return self.process_raw([RawEvent.from_event(e) for e in events])
 
-    def process_raw(self, events: Sequence[RawEvent]) -> list[Scored]:
-        """Apply events in order; return, per event, its features and outcomes."""
+    def _route(self, events: Sequence[RawEvent]) -> dict[EntityKey, list[int]]:
+        """Per entity, the indices of the batch's events that concern it, in order."""
         per_key: dict[EntityKey, list[int]] = {}
-        bounds: dict[EntityKey, tuple[int, int]] = {}
         for i, event in enumerate(events):
-            t = event.time
             for key, attribute, wants_labels in self._routes:
                 if event.is_label and not wants_labels:
                     continue  # labels only concern entities with label fields
-                k = (key, getattr(event, attribute))
-                if k in per_key:
-                    per_key[k].append(i)
-                    lo, hi = bounds[k]
-                    bounds[k] = (min(lo, t), max(hi, t))
-                else:
-                    per_key[k] = [i]
-                    bounds[k] = (t, t)
+                per_key.setdefault((key, getattr(event, attribute)), []).append(i)
+        return per_key
+
+    @staticmethod
+    def _touches(events: Sequence[RawEvent], idx: list[int]) -> list[Touch]:
+        return [(events[i].time, events[i].transaction_id, events[i].is_label) for i in idx]
+
+    def process_raw(self, events: Sequence[RawEvent]) -> list[Scored]:
+        """Apply events in order; return, per event, its features and outcomes.
+
+        An entity whose events all turn out duplicate or expired (a redelivered batch) is
+        not written: a retry costs reads only.
+        """
+        per_key = self._route(events)
         feats: list[dict[str, float | int]] = [{} for _ in events]
         outcomes: list[dict[str, str]] = [{} for _ in events]
         pending = per_key
         for attempt in range(1, self.max_attempts + 1):
-            states = self.store.load({k: bounds[k] for k in pending}, self.machines)
+            requests = {k: self._touches(events, idx) for k, idx in pending.items()}
+            states = self.store.load(requests, self.machines)
             conflicts: dict[EntityKey, list[int]] = {}
             for k, idx in pending.items():
                 machine, state = self.machines[k[0]], states[k]
+                changed = False
                 for i in idx:
                     event = events[i]
                     if event.is_label:
-                        outcomes[i][k[0]] = machine.apply_label(
+                        outcome = machine.apply_label(
                             state, event.transaction_id, event.time, event.values
                         )
                     else:
-                        outcomes[i][k[0]] = machine.apply_transaction(
+                        outcome = machine.apply_transaction(
                             state, event.transaction_id, event.time, event.values
                         )
                         feats[i].update(machine.features(state, event.time, event.transaction_id))
+                    outcomes[i][k[0]] = outcome
+                    changed = changed or outcome not in UNCHANGED
+                if not changed:
+                    continue
                 try:
-                    self.store.save(k, state, {events[i].time for i in idx}, machine)
+                    self.store.save(k, state, machine)
                 except ConflictError:
                     conflicts[k] = idx
             if not conflicts:
@@ -390,6 +682,30 @@ class OnlineFeatures:
             Scored(e, None if e.is_label else self._row(e, f), o)
             for e, f, o in zip(events, feats, outcomes, strict=True)
         ]
+
+    def lookup(
+        self, events: Sequence[RawEvent], *, consistent: bool = False
+    ) -> list[dict[str, float | int]]:
+        """Features of transactions as if each were applied, without writing anything.
+
+        The read-only path (an API request): one batched, by default eventually
+        consistent, read of the entities' states; each transaction is folded into a
+        private copy, so a request sees itself (and earlier ones of the same call) in its
+        windows exactly as the stream would, and the stored state stays the stream's.
+        """
+        if any(e.is_label for e in events):
+            raise ValueError("lookup takes transactions only (labels change state)")
+        per_key = self._route(events)
+        requests = {k: self._touches(events, idx) for k, idx in per_key.items()}
+        loaded = self.store.load(requests, self.machines, consistent=consistent)
+        feats: list[dict[str, float | int]] = [{} for _ in events]
+        for k, idx in per_key.items():
+            machine, state = self.machines[k[0]], loaded[k].copy()
+            for i in idx:
+                e = events[i]
+                machine.apply_transaction(state, e.transaction_id, e.time, e.values)
+                feats[i].update(machine.features(state, e.time, e.transaction_id))
+        return [self._row(e, f) for e, f in zip(events, feats, strict=True)]
 
     def _row(self, event: RawEvent, feats: dict[str, float | int]) -> dict[str, float | int]:
         """The model inputs of a transaction, in the spec's order."""

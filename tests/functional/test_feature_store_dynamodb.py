@@ -98,14 +98,12 @@ def test_dynamodb_store_concurrent_writers_lose_no_update(store: ddb.DynamoDBSta
     original_save = store.save
     interfered = False
 
-    def save_after_interference(
-        key: EntityKey, state: EntityState, touched: set[int], machine: EntityMachine
-    ) -> None:
+    def save_after_interference(key: EntityKey, state: EntityState, machine: EntityMachine) -> None:
         nonlocal interfered
         if key == ("TERMINAL_ID", 7) and not interfered:
             interfered = True  # the other shard writes terminal 7 between our read and write
             other.process([tx(2, T0 + timedelta(seconds=5), customer=2)])
-        original_save(key, state, touched, machine)
+        original_save(key, state, machine)
 
     store.save = save_after_interference  # type: ignore[method-assign]
     # when
@@ -113,40 +111,11 @@ def test_dynamodb_store_concurrent_writers_lose_no_update(store: ddb.DynamoDBSta
     # then our write conflicted once, was retried, and the terminal holds all three
     assert conflicts == [1]
     machines = worker.machines
-    states = store.load({("TERMINAL_ID", 7): (int(T0.timestamp()), 2_000_000_000)}, machines)
+    states = store.load({("TERMINAL_ID", 7): []}, machines)
     terminal = states[("TERMINAL_ID", 7)]
     assert sorted(k[1] for k in terminal.keys) == [1, 2, 3]
     assert terminal.version == 3
     assert terminal.counters["applied"] == 3
-
-
-def test_dynamodb_store_busy_entities_are_bucketed_by_time(
-    store: ddb.DynamoDBStateStore, dynamodb: DynamoDBClient
-) -> None:
-    # given 60 days of transactions at one terminal
-    engine = OnlineFeatures(store)
-    engine.process([tx(i, T0 + timedelta(days=i), customer=i) for i in range(60)])
-    # then the terminal's events are spread over weekly items, each with a TTL
-    items = dynamodb.query(
-        TableName=TABLE,
-        KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": "TERMINAL_ID#7"}},
-    )["Items"]
-    buckets = [i for i in items if i["sk"]["S"].startswith("B#")]
-    assert len(buckets) >= 8
-    horizon = 37 * 86400
-    ttl = {int(i[FEATURE_STATE_TTL]["N"]) for i in items}
-    assert ttl == {int(NOW) + horizon + store.bucket_seconds}
-
-
-def test_dynamodb_store_refuses_a_bucket_over_the_item_limit(
-    dynamodb: DynamoDBClient,
-) -> None:
-    ddb.create_table(dynamodb, TABLE)
-    store = ddb.DynamoDBStateStore(dynamodb, TABLE, max_item_bytes=200)
-    engine = OnlineFeatures(store)
-    with pytest.raises(ddb.StateTooLargeError, match="lower bucket_seconds"):
-        engine.process([tx(i, T0 + timedelta(minutes=i)) for i in range(20)])
 
 
 def test_dynamodb_store_retries_unprocessed_keys(store: ddb.DynamoDBStateStore) -> None:
@@ -242,37 +211,3 @@ def test_cli_online_features_missing_table_is_one_line(
     assert err[-1].startswith("rtml: error:") and "nope" in err[-1]
 
 
-def test_dynamodb_store_transaction_conflict_is_retried_with_backoff(
-    store: ddb.DynamoDBStateStore,
-) -> None:
-    # given a client whose first TransactWriteItems is cancelled by another transaction
-    real = store.client
-    attempts: list[int] = []
-
-    class Contended:
-        exceptions = real.exceptions
-
-        def transact_write_items(self, **kwargs: Any) -> dict[str, Any]:
-            attempts.append(1)
-            if len(attempts) == 1:
-                raise real.exceptions.TransactionCanceledException(
-                    {
-                        "Error": {"Code": "TransactionCanceledException", "Message": "x"},
-                        "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}],
-                    },
-                    "TransactWriteItems",
-                )
-            return dict(real.transact_write_items(**kwargs))
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-    store.client = Contended()  # type: ignore[assignment]
-    pauses: list[float] = []
-    engine = OnlineFeatures(store, sleep=pauses.append)
-    # when
-    (scored,) = engine.process([tx(1, T0)])
-    # then the cancelled write was read again, re-applied and written, after a short pause
-    assert scored.outcomes == {"CUSTOMER_ID": "applied", "TERMINAL_ID": "applied"}
-    assert len(pauses) == 1 and 0 < pauses[0] <= 0.01
-    assert len(attempts) == 3  # customer (cancelled), customer again, terminal
