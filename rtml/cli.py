@@ -152,6 +152,12 @@ def _add_features(sub: Any) -> None:
         help="online state store (dynamodb: AWS_ENDPOINT_URL / credentials; small runs)",
     )
     p.add_argument("--table", default=None, help="DynamoDB table name (with --store dynamodb)")
+    p.add_argument(
+        "--labels",
+        choices=("all", "chargebacks"),
+        default="all",
+        help="online label feed: a label per transaction, or chargebacks of frauds only",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_run_features)
 
@@ -173,11 +179,20 @@ def _run_features(args: argparse.Namespace) -> None:
 
         features = compute_features(transactions)
     else:
+        from pyarrow.compute import sum as pc_sum
+
         from models.features.replay import replay_history
 
-        with _progress(2 * transactions.num_rows, "online replay") as bar:
+        n_labels = transactions.num_rows
+        if args.labels == "chargebacks":
+            n_labels = int(pc_sum(transactions.column("TX_FRAUD")))
+        with _progress(transactions.num_rows + n_labels, "online replay") as bar:
             result = replay_history(
-                transactions, store=args.store, table_name=args.table, progress=bar.update
+                transactions,
+                store=args.store,
+                table_name=args.table,
+                labels=args.labels,
+                progress=bar.update,
             )
         features, extra = result.features, result.counters
     elapsed = time.perf_counter() - started

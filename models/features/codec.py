@@ -8,12 +8,13 @@ decoding gives back the very same floats, else as float64.
 
 Column tags: 0 all zero; 1 integers (zigzag varints); 2 cents (zigzag varints of
 ``round(v * 100)``); 3 float64 little-endian; 4 sparse integers (count, then index gap
-and zigzag value per non-zero). The encoder picks the shortest exact one.
+and zigzag value per non-zero); 5 and 6: integers and cents, all non-negative, as plain
+varints (an amount under $163.84 is 2 bytes). The encoder picks the shortest exact one.
 
 Example::
 
     >>> out = bytearray(); write_column(out, [12.5, 3.99, 0.0]); bytes(out)
-    b'\\x02\\xe2\\t\\x9e\\x06\\x00'
+    b'\\x06\\xe2\\t\\x8f\\x03\\x00'
     >>> read_column(Reader(bytes(out)), 3)
     [12.5, 3.99, 0.0]
 """
@@ -160,7 +161,7 @@ def read_deltas(reader: Reader, count: int) -> list[int]:
 
 # --- float columns ----------------------------------------------------------------------
 
-ZERO, INTS, CENTS, FLOAT64, SPARSE = 0, 1, 2, 3, 4
+ZERO, INTS, CENTS, FLOAT64, SPARSE, UINTS, UCENTS = 0, 1, 2, 3, 4, 5, 6
 
 
 def _as_ints(values: Sequence[float], scale: int) -> list[int] | None:
@@ -184,7 +185,11 @@ def write_column(out: bytearray, values: Sequence[float]) -> None:
     ints = _as_ints(values, 1)
     if ints is not None:
         dense = bytearray([INTS])
-        put_uvarints(dense, [zigzag(n) for n in ints])
+        if min(ints) >= 0:
+            dense[0] = UINTS
+            put_uvarints(dense, ints)
+        else:
+            put_uvarints(dense, [zigzag(n) for n in ints])
         sparse = bytearray([SPARSE])
         nonzero = [(i, n) for i, n in enumerate(ints) if n]
         put_uvarint(sparse, len(nonzero))
@@ -197,8 +202,12 @@ def write_column(out: bytearray, values: Sequence[float]) -> None:
         return
     cents = _as_ints(values, 100)
     if cents is not None:
-        out.append(CENTS)
-        put_uvarints(out, [zigzag(n) for n in cents])
+        if min(cents) >= 0:
+            out.append(UCENTS)
+            put_uvarints(out, cents)
+        else:
+            out.append(CENTS)
+            put_uvarints(out, [zigzag(n) for n in cents])
         return
     out.append(FLOAT64)
     out += struct.pack(f"<{len(values)}d", *values)
@@ -213,6 +222,10 @@ def read_column(reader: Reader, count: int) -> list[float]:
         return [float(unzigzag(z)) for z in reader.uvarints(count)]
     if tag == CENTS:
         return [unzigzag(z) / 100 for z in reader.uvarints(count)]
+    if tag == UINTS:
+        return [float(n) for n in reader.uvarints(count)]
+    if tag == UCENTS:
+        return [n / 100 for n in reader.uvarints(count)]
     if tag == FLOAT64:
         return list(struct.unpack(f"<{count}d", reader.take(8 * count)))
     if tag == SPARSE:

@@ -2,7 +2,17 @@
 
 Each transaction arrives at its own time and its fraud label ``label delay`` later (the
 terminal spec's delay: labels are known a week late), labels before transactions of the
-same second. The features computed on arrival are collected per transaction, so the
+same second. Two label feeds:
+
+- ``"all"`` (explicit genuine labels): every transaction gets a label event, fraud or not,
+  as a replay of a labelled dataset would send them;
+- ``"chargebacks"``: only frauds get one, as a real chargeback feed does; a transaction
+  without a chargeback is genuine (its TX_FRAUD stays 0). Exact against the offline
+  engine whenever every chargeback arrives within the label delay, at a label write per
+  fraud instead of one per transaction. A chargeback arriving later (still within the
+  horizon) corrects the terminal's state from its arrival on: the queries in between saw
+  the transaction as genuine, where the offline engine, which assumes every label known
+  at the delay, counts it as fraud. The features computed on arrival are collected per transaction, so the
 result compares row for row with the offline engine (``rtml features --engine online``).
 """
 
@@ -11,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -30,7 +40,13 @@ class ReplayResult:
     counters: dict[str, int]
 
 
-def history_events(table: pa.Table, label_delay: timedelta) -> tuple[list[RawEvent], np.ndarray]:
+LabelFeed = Literal["all", "chargebacks"]
+"""Which label events a replay sends (see the module docstring)."""
+
+
+def history_events(
+    table: pa.Table, label_delay: timedelta, labels: LabelFeed = "all"
+) -> tuple[list[RawEvent], np.ndarray]:
     """All transaction and label events in delivery order, and each event's input row."""
     ids = table.column("TRANSACTION_ID").to_numpy().astype(np.int64)
     seconds = table.column("TX_DATETIME").to_numpy().astype("datetime64[s]").astype(np.int64)
@@ -45,6 +61,9 @@ def history_events(table: pa.Table, label_delay: timedelta) -> tuple[list[RawEve
     delivery[1::2] = seconds + delay
     is_tx = np.tile(np.array([1, 0], dtype=np.int64), n)
     order = np.lexsort((np.repeat(ids, 2), is_tx, delivery))
+    if labels == "chargebacks":  # only frauds get a label event
+        fraud = np.asarray(table.column("TX_FRAUD").to_numpy(), dtype=bool)
+        order = order[((order & 1) == 0) | fraud[order >> 1]]
     id_list, time_list = ids.tolist(), seconds.tolist()
     events: list[RawEvent] = []
     for j in order.tolist():
@@ -70,6 +89,7 @@ def replay_history(
     store: str | StateStore = "memory",
     table_name: str | None = None,
     batch_size: int = 2000,
+    labels: LabelFeed = "all",
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Replay ``table`` through the online engine; features are those computed on arrival."""
@@ -81,7 +101,7 @@ def replay_history(
 
             store = DynamoDBStateStore.from_env(table_name)
     delay = max(e.delay_seconds for e in spec.entities)
-    events, rows = history_events(table, timedelta(seconds=delay))
+    events, rows = history_events(table, timedelta(seconds=delay), labels)
     engine = OnlineFeatures(store, spec)
     names = spec.feature_names()
     counts = spec.count_features()

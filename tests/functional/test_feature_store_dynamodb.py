@@ -23,6 +23,7 @@ from models.features.online import (
     MemoryStore,
     OnlineFeatures,
     RawEvent,
+    epoch_seconds,
 )
 from models.features.replay import history_events
 
@@ -211,3 +212,211 @@ def test_cli_online_features_missing_table_is_one_line(
     assert err[-1].startswith("rtml: error:") and "nope" in err[-1]
 
 
+
+
+def main_items(dynamodb: DynamoDBClient) -> dict[str, dict[str, Any]]:
+    items = dynamodb.scan(TableName=TABLE)["Items"]
+    return {i["pk"]["S"] + "|" + i["sk"]["S"]: i for i in items}
+
+
+def test_dynamodb_store_keeps_one_small_item_per_entity(
+    store: ddb.DynamoDBStateStore, small_history: list[RawEvent], dynamodb: DynamoDBClient
+) -> None:
+    # given a history of ordinary entities (a card, a terminal: tens of events a month)
+    store.usage.track_sizes = True
+    engine = OnlineFeatures(store)
+    for start in range(0, len(small_history), 100):
+        engine.process_raw(small_history[start : start + 100])
+    # then each entity is one item, under a KB, written with PutItem only
+    items = main_items(dynamodb)
+    assert {key.split("|")[1] for key in items} == {"S"}
+    entities = {f"CUSTOMER_ID#{e.customer_id}" for e in small_history}
+    entities |= {f"TERMINAL_ID#{e.terminal_id}" for e in small_history}
+    assert {key.split("|")[0] for key in items} == entities
+    # (this tiny simulation's amounts are far from the book's; bench.state_store measures
+    # the book's item sizes): about 5 bytes an event at a terminal, 12 at a card here
+    for item in items.values():
+        machine = engine.machines[item["pk"]["S"].split("#")[0]]
+        n_events = len(ddb.decode_main(item["d"]["B"], machine).keys)
+        assert ddb.item_size(item) <= 60 + 12 * n_events
+    sizes = store.usage.item_sizes
+    assert list(sizes) == ["main"]  # no tile part, no transaction: one PutItem an entity
+    assert store.usage.write_units == sum(ddb.write_units(s) for s in sizes["main"])
+    ttl = {int(i[FEATURE_STATE_TTL]["N"]) for i in items.values()}
+    assert ttl <= {int(NOW) + 30 * 86400 + 86400, int(NOW) + 37 * 86400 + 86400}
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"seal_bytes": 100, "tile_seconds": 3600},
+        {"seal_bytes": 200},
+        {"seal_bytes": 60, "tile_seconds": 86400, "max_part_events": 3},
+    ],
+    ids=["hour-tiles", "chosen-tiles", "day-tiles-small-parts"],
+)
+def test_dynamodb_store_tiled_entities_give_the_memory_store_features(
+    dynamodb: DynamoDBClient, small_history: list[RawEvent], layout: dict[str, int]
+) -> None:
+    # given a store that seals almost at once, so that every entity is tiled
+    ddb.create_table(dynamodb, TABLE)
+    store = ddb.DynamoDBStateStore(dynamodb, TABLE, clock=lambda: NOW, **layout)
+    memory, dynamo = OnlineFeatures(MemoryStore()), OnlineFeatures(store)
+    # when the same history goes through both
+    got, expected = [], []
+    for start in range(0, len(small_history), 50):
+        batch = small_history[start : start + 50]
+        expected += memory.process_raw(batch)
+        got += dynamo.process_raw(batch)
+    # then outcomes are equal and features equal to 1e-9 (tile sums add in another order)
+    assert [s.outcomes for s in got] == [s.outcomes for s in expected]
+    for g, e in zip(got, expected, strict=True):
+        if e.features is None:
+            assert g.features is None
+            continue
+        assert g.features is not None
+        assert g.features == pytest.approx(e.features, abs=1e-9, rel=0)
+    parts = [k for k in main_items(dynamodb) if "|T#" in k]
+    assert parts, "the layout under test must have sealed tiles"
+
+
+def test_dynamodb_store_redelivery_writes_nothing(
+    store: ddb.DynamoDBStateStore, small_history: list[RawEvent]
+) -> None:
+    engine = OnlineFeatures(store)
+    batch = small_history[:80]
+    engine.process_raw(batch)
+    written = store.usage.items_written
+    # when Kinesis delivers the batch again
+    engine.process_raw(batch)
+    # then it costs reads only
+    assert store.usage.items_written == written
+
+
+def test_lookup_reads_eventually_consistent_and_writes_nothing(
+    store: ddb.DynamoDBStateStore, small_history: list[RawEvent]
+) -> None:
+    # given state built by the stream
+    engine = OnlineFeatures(store)
+    engine.process_raw(small_history[:300])
+    written = store.usage.items_written
+    next_tx = [e for e in small_history[300:] if not e.is_label][:5]
+    calls: list[bool] = []
+    real = store.client.batch_get_item
+
+    def spy(**kwargs: Any) -> Any:
+        calls.append(kwargs["RequestItems"][TABLE]["ConsistentRead"])
+        return real(**kwargs)
+
+    store.client.batch_get_item = spy  # type: ignore[method-assign]
+    # when the API looks up the next transactions
+    looked_up = engine.lookup(next_tx)
+    # then one eventually consistent read, no write, and the very features the stream
+    # computes when it applies them
+    assert calls == [False]
+    assert store.usage.items_written == written
+    store.client.batch_get_item = real  # type: ignore[method-assign]
+    applied = OnlineFeatures(MemoryStore())
+    applied.process_raw(small_history[:300])
+    assert looked_up == [s.features for s in applied.process_raw(next_tx)]
+    with pytest.raises(ValueError, match="transactions only"):
+        engine.lookup([e for e in small_history if e.is_label][:1])
+
+
+def test_dynamodb_store_conditional_put_conflict_is_retried_with_backoff(
+    store: ddb.DynamoDBStateStore,
+) -> None:
+    # given a client whose first conditional PutItem loses to another writer
+    real = store.client
+    attempts: list[int] = []
+
+    class Contended:
+        exceptions = real.exceptions
+
+        def put_item(self, **kwargs: Any) -> dict[str, Any]:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise real.exceptions.ConditionalCheckFailedException(
+                    {"Error": {"Code": "ConditionalCheckFailedException", "Message": "x"}},
+                    "PutItem",
+                )
+            return dict(real.put_item(**kwargs))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    store.client = Contended()  # type: ignore[assignment]
+    pauses: list[float] = []
+    engine = OnlineFeatures(store, sleep=pauses.append)
+    # when
+    (scored,) = engine.process([tx(1, T0)])
+    # then the lost write was read again, re-applied and written, after a short pause
+    assert scored.outcomes == {"CUSTOMER_ID": "applied", "TERMINAL_ID": "applied"}
+    assert len(pauses) == 1 and 0 < pauses[0] <= 0.01
+    assert len(attempts) == 3  # customer (lost), customer again, terminal
+
+
+def busy_terminal(n: int, start: datetime, every: timedelta) -> list[TransactionEvent]:
+    return [tx(i, start + i * every, customer=1000 + i % 50) for i in range(n)]
+
+
+def test_dynamodb_store_transaction_conflict_on_a_tiled_entity_is_retried(
+    dynamodb: DynamoDBClient,
+) -> None:
+    # given a tiled terminal whose next write carries new tile parts
+    ddb.create_table(dynamodb, TABLE)
+    store = ddb.DynamoDBStateStore(dynamodb, TABLE, seal_bytes=64, tile_seconds=3600)
+    engine = OnlineFeatures(store, sleep=lambda _: None)
+    engine.process(busy_terminal(40, T0, timedelta(minutes=7)))
+    real = store.client
+    cancelled: list[int] = []
+
+    class Contended:
+        exceptions = real.exceptions
+
+        def transact_write_items(self, **kwargs: Any) -> dict[str, Any]:
+            if not cancelled:
+                cancelled.append(1)
+                raise real.exceptions.TransactionCanceledException(
+                    {
+                        "Error": {"Code": "TransactionCanceledException", "Message": "x"},
+                        "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}],
+                    },
+                    "TransactWriteItems",
+                )
+            return dict(real.transact_write_items(**kwargs))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    store.client = Contended()  # type: ignore[assignment]
+    # when
+    more = busy_terminal(60, T0, timedelta(minutes=7))[40:]
+    engine.process(more)
+    # then the write was retried and the terminal holds every event, in its tiles
+    assert cancelled == [1]
+    states = store.load(
+        {("TERMINAL_ID", 7): [(int(T0.timestamp()) + 60 * 7 * 60, 0, False)]}, engine.machines
+    )
+    terminal = states[("TERMINAL_ID", 7)]
+    assert terminal.tiles is not None
+    assert sum(terminal.tiles.counts) + len(terminal.keys) - sum(
+        1 for k in terminal.keys if k < terminal.tiles.frontier
+    ) == 60
+
+
+def test_dynamodb_store_missing_tile_part_is_a_clear_error(dynamodb: DynamoDBClient) -> None:
+    ddb.create_table(dynamodb, TABLE)
+    store = ddb.DynamoDBStateStore(dynamodb, TABLE, seal_bytes=64, tile_seconds=3600)
+    engine = OnlineFeatures(store)
+    engine.process(busy_terminal(60, T0, timedelta(minutes=7)))
+    # given the part of the tile that the 8-day edge of the next transaction cuts is gone
+    at = T0 + timedelta(days=8, hours=1)
+    edge_tile = epoch_seconds(at - timedelta(days=8)) // 3600
+    assert f"TERMINAL_ID#7|T#{edge_tile}#0" in main_items(dynamodb)
+    dynamodb.delete_item(
+        TableName=TABLE, Key={"pk": {"S": "TERMINAL_ID#7"}, "sk": {"S": f"T#{edge_tile}#0"}}
+    )
+    # when that transaction arrives, then the store says what is missing
+    with pytest.raises(ddb.MissingStateError, match=r"TERMINAL_ID#7: tile part T#\d+#\d+"):
+        engine.process([tx(999, at, customer=5)])
