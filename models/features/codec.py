@@ -213,7 +213,7 @@ def write_column(out: bytearray, values: Sequence[float]) -> None:
     out += struct.pack(f"<{len(values)}d", *values)
 
 
-def read_column(reader: Reader, count: int) -> list[float]:
+def read_column(reader: Reader, count: int) -> list[float]:  # noqa: PLR0911 (one per tag)
     """Inverse of :func:`write_column` for a column of ``count`` values."""
     tag = reader.take(1)[0]
     if tag == ZERO:

@@ -143,6 +143,9 @@ class Usage:
     item_sizes: dict[str, list[int]] = field(default_factory=dict)
     """Written item sizes per kind ("main", "part"), when ``track_sizes`` is set."""
     track_sizes: bool = False
+    write_units_by_entity: dict[str, float] = field(default_factory=dict)
+    read_units_by_entity: dict[str, float] = field(default_factory=dict)
+    """Units per entity type (the partition key's prefix, e.g. TERMINAL_ID)."""
 
     def reported(self, response: dict[str, Any], kind: str) -> None:
         """Add the ConsumedCapacity of a response (a dict or a list of them)."""
@@ -154,10 +157,15 @@ class Usage:
             else:
                 self.reported_write_units += units
 
-    def wrote(self, kind: str, size: int, *, transactional: bool) -> None:
+    def wrote(self, item: dict[str, Any], kind: str, *, transactional: bool) -> None:
+        """Count one written item."""
+        size = item_size(item)
+        units = write_units(size, transactional=transactional)
         self.items_written += 1
         self.bytes_written += size
-        self.write_units += write_units(size, transactional=transactional)
+        self.write_units += units
+        entity = item[FEATURE_STATE_PK]["S"].partition("#")[0]
+        self.write_units_by_entity[entity] = self.write_units_by_entity.get(entity, 0.0) + units
         if self.track_sizes:
             self.item_sizes.setdefault(kind, []).append(size)
 
@@ -439,10 +447,15 @@ class DynamoDBStateStore:
         usage = self.usage
         usage.requests += 1
         usage.items_read += len(items)
-        sizes = [item_size(i) for i in items]
-        usage.bytes_read += sum(sizes)
+        by_entity = usage.read_units_by_entity
+        for item in items:
+            size = item_size(item)
+            units = read_units(size, consistent=consistent)
+            usage.bytes_read += size
+            usage.read_units += units
+            entity = item[FEATURE_STATE_PK]["S"].partition("#")[0]
+            by_entity[entity] = by_entity.get(entity, 0.0) + units
         # a key that is not found still costs the minimum read
-        usage.read_units += sum(read_units(s, consistent=consistent) for s in sizes)
         misses = (
             asked
             - len(items)
@@ -500,7 +513,7 @@ class DynamoDBStateStore:
                     **condition,
                 )
                 self.usage.requests += 1
-                self.usage.wrote("main", size, transactional=False)
+                self.usage.wrote(main, "main", transactional=False)
                 self.usage.reported(dict(response), "write")
         except self.client.exceptions.ConditionalCheckFailedException as exc:
             raise ConflictError(f"{pk}: changed since it was read") from exc
@@ -575,9 +588,9 @@ class DynamoDBStateStore:
                 ) from exc
             raise
         self.usage.requests += 1
-        self.usage.wrote("main", item_size(main), transactional=True)
+        self.usage.wrote(main, "main", transactional=True)
         for part in parts:
-            self.usage.wrote("part", item_size(part), transactional=True)
+            self.usage.wrote(part, "part", transactional=True)
         self.usage.reported(dict(response), "write")
 
 

@@ -12,8 +12,10 @@ same second. Two label feeds:
   fraud instead of one per transaction. A chargeback arriving later (still within the
   horizon) corrects the terminal's state from its arrival on: the queries in between saw
   the transaction as genuine, where the offline engine, which assumes every label known
-  at the delay, counts it as fraud. The features computed on arrival are collected per transaction, so the
-result compares row for row with the offline engine (``rtml features --engine online``).
+  at the delay, counts it as fraud.
+
+The features computed on arrival are collected per transaction, so the result compares row
+for row with the offline engine (``rtml features --engine online``).
 """
 
 from __future__ import annotations
