@@ -352,6 +352,9 @@ def main() -> None:
     parser.add_argument("--busy-per-day", type=int, default=10_000)
     parser.add_argument("--busy-days", type=int, default=37)
     parser.add_argument("--quick", action="store_true", help="small data, smoke run")
+    parser.add_argument(
+        "--parts", default="book,busy,moto", help="comma-separated: book, busy, moto"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/state_store_results.json"))
     args = parser.parse_args()
 
@@ -366,19 +369,39 @@ def main() -> None:
     else:
         table = simulator.simulate(simulator.SimulationConfig()).to_arrow()
 
+    parts = set(args.parts.split(","))
     results: dict[str, Any] = {"prediction_item_bytes": prediction_item_size()}
-    results["book"] = [
-        bench_book(table, feed, batch=args.batch, warm_days=args.warm_days, days=args.days)
-        for feed in ("chargebacks", "all")
-    ]
-    results["busy"] = bench_busy(args.busy_per_day, args.busy_days, (1, 100, 1000))
-    results["moto"] = bench_moto(table, args.warm_days)
+    if "book" in parts:
+        results["book"] = [
+            bench_book(table, feed, batch=args.batch, warm_days=args.warm_days, days=args.days)
+            for feed in ("chargebacks", "all")
+        ]
+    if "busy" in parts:
+        results["busy"] = bench_busy(args.busy_per_day, args.busy_days, (1, 100, 1000))
+    if "moto" in parts:
+        results["moto"] = bench_moto(table, args.warm_days)
     args.out.write_text(json.dumps(results, indent=2))
     report(results)
 
 
 def report(results: dict[str, Any]) -> None:
     """Print the figures as tables."""
+    if "book" in results:
+        report_book(results)
+    if "busy" in results:
+        report_busy(results["busy"])
+    if "moto" in results:
+        m = results["moto"]
+        print(
+            f"\nmoto, {m['events']} events: write units computed"
+            f" {m['computed_write_units']:.0f}, reported {m['reported_write_units']:.0f};"
+            f" read units computed {m['computed_read_units']:.0f},"
+            f" reported {m['reported_read_units']:.0f}"
+        )
+
+
+def report_book(results: dict[str, Any]) -> None:
+    """The book part's tables."""
     print(f"\nbook data, Kinesis batches of {results['book'][0]['batch']} records")
     print(f"{'labels':<12}{'entity':<13}{'p50 B':>7}{'p99 B':>7}{'max B':>7}{'<=1KB':>7}")
     for r in results["book"]:
@@ -397,7 +420,10 @@ def report(results: dict[str, Any]) -> None:
             f"{r['write_units_per_tx_with_prediction']:12.3f}{r['read_units_per_tx']:8.3f}"
             f"{r['requests_per_batch']:10.2f}{r['usd_per_million_tx']:8.3f}"
         )
-    busy = results["busy"]
+
+
+def report_busy(busy: dict[str, Any]) -> None:
+    """The busy terminal's table."""
     print(
         f"\nbusy terminal: {busy['per_day']:,} transactions a day for {busy['days']} days;"
         f" max |online - offline| {busy['max_abs_diff_vs_offline_warm']:.1e} over the first"
@@ -418,12 +444,6 @@ def report(results: dict[str, Any]) -> None:
                 f"{r['terminal_write_units_per_event']:12.3f}"
                 f"{r['terminal_read_units_per_event']:12.3f}{r['requests_per_batch']:10.2f}"
             )
-    m = results["moto"]
-    print(
-        f"\nmoto, {m['events']} events: write units computed {m['computed_write_units']:.0f},"
-        f" reported {m['reported_write_units']:.0f}; read units computed"
-        f" {m['computed_read_units']:.0f}, reported {m['reported_read_units']:.0f}"
-    )
 
 
 if __name__ == "__main__":

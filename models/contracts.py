@@ -143,9 +143,11 @@ FEATURE_STATE_TABLE: Final = "rtml-feature-state"
 FEATURE_STATE_PK: Final = "pk"
 """Partition key (S): ``<ENTITY>#<id>``, e.g. ``TERMINAL_ID#42``."""
 FEATURE_STATE_SK: Final = "sk"
-"""Sort key (S): ``HEAD`` (version, latest event time) or ``B#<bucket>`` (events)."""
+"""Sort key (S): ``S`` (an entity's whole state, the common case) or ``T#<tile>#<part>``
+(raw events of a busy entity's sealed time tile)."""
 FEATURE_STATE_TTL: Final = "expires_at"
-"""TTL attribute (N, epoch seconds): processing time + horizon + one bucket."""
+"""TTL attribute (N, epoch seconds): processing time + horizon + a day (tile parts: + twice
+the horizon), so that a replay of old data is not expired at once."""
 
 ENV_FEATURE_STATE_TABLE: Final = "RTML_FEATURE_STATE_TABLE"
 """Env var naming the feature-state table in every function that reads or writes it."""

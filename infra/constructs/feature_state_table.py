@@ -22,7 +22,7 @@ class FeatureStateTable(Construct):
     """
 
     table: dynamodb.TableV2
-    """Items: ``HEAD`` (version, latest event time) and weekly event buckets per entity."""
+    """Items: one ``S`` item per entity (its encoded state); busy entities add tile parts."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, removal_policy: cdk.RemovalPolicy

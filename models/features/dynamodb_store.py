@@ -10,8 +10,8 @@ Layout (one table, names in ``models.contracts``): an entity is a partition
   transaction, and, for a busy entity, its tiles;
 - ``expires_at``: TTL, processing time + horizon + a day.
 
-A busy entity (its unsealed events encode to more than ``seal_bytes``) seals them into
-time tiles: the main item keeps per tile its count, part count and the stats the spec
+An entity whose item would outgrow a write unit (1 KB), or a busy one whose unsealed
+events encode to more than ``seal_bytes``, seals them into time tiles: the main item keeps per tile its count, part count and the stats the spec
 needs (sum, max, min), and each tile's raw events go to parts ``sk = "T#<tile>#<part>"``
 (``expires_at`` = processing time + twice the horizon). Parts are read only where a
 window edge cuts a tile or an event lands in a sealed tile, so the main item, and the
@@ -68,8 +68,8 @@ FORMAT = 1
 BATCH_GET_LIMIT = 100
 TRANSACT_LIMIT = 100
 MAX_ITEM_BYTES = 350_000  # DynamoDB's limit is 400 KB; keep a margin
-TILE_LADDER = (900, 1800, 3600, 7200, 14_400, 28_800, 86_400)
-"""Tile lengths a busy entity may get, in seconds (15 minutes to a day)."""
+TILE_LADDER = (900, 1800, 3600, 7200, 14_400, 28_800, 86_400, 172_800, 345_600, 604_800)
+"""Tile lengths a tiled entity may get, in seconds (15 minutes to a week)."""
 RETRYABLE_CANCELLATIONS = frozenset(
     {
         "ConditionalCheckFailed",
@@ -309,6 +309,8 @@ class DynamoDBStateStore:
         client: DynamoDBClient,
         table_name: str,
         *,
+        item_bytes: int = 1024,
+        min_part_bytes: int = 512,
         seal_bytes: int = 2048,
         max_tiles: int = 256,
         target_tile_events: int = 512,
@@ -320,8 +322,11 @@ class DynamoDBStateStore:
     ) -> None:
         self.client = client
         self.table_name = table_name
+        self.item_bytes = item_bytes
+        """Keep the main item within this (a write unit) when there is room for events."""
+        self.min_part_bytes = min_part_bytes
         self.seal_bytes = seal_bytes
-        """Seal an entity's unsealed events into tiles once they encode to more than this."""
+        """Unsealed bytes a busy entity (whose tiles fill ``item_bytes``) may hold."""
         self.max_tiles = max_tiles
         """The longest horizon of a busy entity holds at most this many tiles."""
         self.target_tile_events = target_tile_events
@@ -469,17 +474,11 @@ class DynamoDBStateStore:
     def save(self, key: EntityKey, state: EntityState, machine: EntityMachine) -> None:
         """The main item, conditioned on the version read; with its changed parts, atomically.
 
-        Seals the unsealed events first when they encode to more than ``seal_bytes``.
+        Seals the unsealed events first when they outgrow :meth:`_seal_threshold`.
         """
-        data = encode_main(state, machine)
-        if self._unsealed_bytes(state, data) > self.seal_bytes:
-            tiles = state.tiles
-            seconds = tiles.seconds if tiles is not None else self._choose_tile(state, machine)
-            room = TRANSACT_LIMIT - 1 - (len(tiles.dirty) if tiles is not None else 0)
-            machine.seal(state, seconds, self.max_part_events, max_parts=max(0, room))
-            data = encode_main(state, machine)
         pk = self.pk(key)
         now = int(self.clock())
+        data = encode_main(state, machine)
         main: dict[str, Any] = {
             FEATURE_STATE_PK: {"S": pk},
             FEATURE_STATE_SK: {"S": MAIN_SK},
@@ -488,6 +487,14 @@ class DynamoDBStateStore:
             FEATURE_STATE_TTL: {"N": str(now + machine.horizon + 86_400)},
         }
         size = item_size(main)
+        unsealed = len(data) - self._tiles_bytes(state)
+        if unsealed > self._seal_threshold(size - unsealed):
+            tiles = state.tiles
+            seconds = tiles.seconds if tiles is not None else self._choose_tile(state, machine)
+            room = TRANSACT_LIMIT - 1 - (len(tiles.dirty) if tiles is not None else 0)
+            machine.seal(state, seconds, self.max_part_events, max_parts=max(0, room))
+            main["d"] = {"B": encode_main(state, machine)}
+            size = item_size(main)
         if size > MAX_ITEM_BYTES:
             raise StateTooLargeError(
                 f"{pk}: state of {size} bytes > {MAX_ITEM_BYTES} (pending labels: "
@@ -521,9 +528,16 @@ class DynamoDBStateStore:
         if state.tiles is not None:
             state.tiles.dirty.clear()
 
-    def _unsealed_bytes(self, state: EntityState, data: bytes) -> int:
-        """Bytes of the main item's ``d`` that are not the tiles' aggregates."""
-        return len(data) - self._tiles_bytes(state)
+    def _seal_threshold(self, fixed: int) -> int:
+        """How many bytes of unsealed events an entity may hold before it seals them.
+
+        ``fixed``: the main item's bytes that are not unsealed events (keys, header,
+        tiles). Room for events within ``item_bytes`` (one write unit) when that room is
+        at least ``min_part_bytes``; else (aggregates alone fill the item: a busy entity)
+        ``seal_bytes``, so that its parts stay few and large.
+        """
+        room = self.item_bytes - fixed
+        return room if room >= self.min_part_bytes else self.seal_bytes
 
     @staticmethod
     def _tiles_bytes(state: EntityState) -> int:

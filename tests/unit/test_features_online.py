@@ -59,7 +59,7 @@ def test_online_same_second_ties_see_only_smaller_ids(engine: OnlineFeatures) ->
     assert a.features and b.features
     # id 10 arrives second but must not see id 11; id 11 (as of now) sees both
     assert b.features["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1
-    states = engine.store.load({("CUSTOMER_ID", 1): (0, 0)}, engine.machines)
+    states = engine.store.load({("CUSTOMER_ID", 1): []}, engine.machines)
     again = engine.as_of(states, RawEvent.from_event(tx(11, T0, 10.0)))
     assert again["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2
 
@@ -111,7 +111,7 @@ def test_online_late_event_within_horizon_is_applied_and_counted(engine: OnlineF
     engine.process([tx(2, T0)])
     (late,) = engine.process([tx(1, T0 - timedelta(hours=3), 50.0)])
     assert late.outcomes["CUSTOMER_ID"] == "late"
-    states = engine.store.load({("CUSTOMER_ID", 1): (0, 0)}, engine.machines)
+    states = engine.store.load({("CUSTOMER_ID", 1): []}, engine.machines)
     as_of = engine.as_of(states, RawEvent.from_event(tx(2, T0)))
     assert as_of["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import math
 import struct
 
@@ -70,7 +71,20 @@ def test_codec_column_picks_the_shortest_exact_encoding() -> None:
         assert out[0] == tag, (tag, values)
     out = bytearray()
     codec.write_column(out, [153.21] * 10)
-    assert len(out) == 1 + 2 * 10  # 15321 cents is a 2-byte varint
+    assert len(out) == 1 + 1 + (14 * 10 + 7) // 8  # 15321 cents: 14 bits, bit-packed
+
+
+@given(st.lists(st.integers(min_value=0, max_value=2**64)))
+def test_codec_packed_roundtrip(values: list[int]) -> None:
+    out = bytearray()
+    codec.put_packed(out, values)
+    reader = codec.Reader(bytes(out))
+    assert reader.packed(len(values)) == values
+    assert reader.at_end()
+
+
+def test_codec_docstring_example() -> None:
+    assert doctest.testmod(codec).failed == 0
 
 
 @given(st.lists(st.booleans()))
@@ -109,7 +123,8 @@ def test_state_main_item_roundtrip(rows: list[tuple[int, int, int, float, bool]]
     events = []
     for i, (t, customer, terminal, amount, is_label) in enumerate(rows):
         values = {"TX_FRAUD": 1.0} if is_label else {"TX_AMOUNT": amount}
-        events.append(RawEvent(is_label, i if not is_label else i // 2, t, customer, terminal, values))
+        tx_id = i // 2 if is_label else i
+        events.append(RawEvent(is_label, tx_id, t, customer, terminal, values))
     engine.process_raw(events)
     for (entity, _), state in engine.store.states.items():  # type: ignore[attr-defined]
         machine = engine.machines[entity]
