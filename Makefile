@@ -70,6 +70,7 @@ bench: $(BIN)/.installed  ## benchmarks (figures as ratios measured in one run; 
 	$(BIN)/python -m bench.features --in $(DATA)/simulated
 	$(BIN)/python -m bench.training --data $(DATA)/features
 	$(BIN)/python -m bench.scorer --data $(DATA)/features
+	$(BIN)/python -m bench.state_store --data $(DATA)/simulated
 
 # Feast's pins stay out of .venv: the peers benchmark gets its own venv on the same Python.
 PEERS_VENV := .venv-peers
@@ -87,4 +88,4 @@ lock: $(BIN)/.installed  ## re-pin requirements/lock-pyX.Y.txt from the current 
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^rtml' > $(LOCK)
 
 clean:  ## remove the virtualenv, node_modules and build output
-	rm -rf $(VENV) node_modules cdk.out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PEERS_VENV) node_modules cdk.out .mypy_cache .ruff_cache .pytest_cache

@@ -11,8 +11,9 @@ Layout (one table, names in ``models.contracts``): an entity is a partition
 - ``expires_at``: TTL, processing time + horizon + a day.
 
 An entity whose item would outgrow a write unit (1 KB), or a busy one whose unsealed
-events encode to more than ``seal_bytes``, seals them into time tiles: the main item keeps per tile its count, part count and the stats the spec
-needs (sum, max, min), and each tile's raw events go to parts ``sk = "T#<tile>#<part>"``
+events encode to more than ``seal_bytes``, seals them into time tiles: the main item
+keeps per tile its count, part count and the stats the spec needs (sum, max, min), and
+each tile's raw events go to parts ``sk = "T#<tile>#<part>"``
 (``expires_at`` = processing time + twice the horizon). Parts are read only where a
 window edge cuts a tile or an event lands in a sealed tile, so the main item, and the
 cost of a write, stay bounded whatever the entity's rate. The tile length is chosen at the
