@@ -100,19 +100,7 @@ class Reader:
 
     def uvarint(self) -> int:
         """One unsigned varint."""
-        data, pos, shift, n = self.data, self.pos, 0, 0
-        try:
-            while True:
-                b = data[pos]
-                pos += 1
-                n |= (b & 0x7F) << shift
-                if b < 0x80:
-                    break
-                shift += 7
-        except IndexError:
-            raise CorruptStateError("state item truncated inside a varint") from None
-        self.pos = pos
-        return n
+        return self.uvarints(1)[0]
 
     def uvarints(self, count: int) -> list[int]:
         """``count`` unsigned varints (the hot loop of every read)."""

@@ -586,8 +586,9 @@ class Scored:
 class OnlineFeatures:
     """Apply a batch of events to the entity states and compute each transaction's features.
 
-    One ``store.load`` for the whole batch (one BatchGetItem on DynamoDB), events applied
-    in order, one conditional write per touched entity. On a write conflict (the entity
+    One ``store.load`` for the whole batch (one BatchGetItem round on DynamoDB, a second
+    for busy entities' tiles), events applied in order, one conditional write per entity
+    whose state changed. On a write conflict (the entity
     changed since it was read, e.g. a terminal hit from two shards) that entity is read
     again and the batch's events for it are applied again: applying is idempotent, so no
     update is lost and none is counted twice.

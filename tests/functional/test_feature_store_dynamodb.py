@@ -74,17 +74,25 @@ def assert_same_scores(got: list[Scored], expected: list[Scored]) -> None:
         assert [g.features[n] for n in counts] == [e.features[n] for n in counts]
 
 
+def side_by_side(
+    store: ddb.DynamoDBStateStore, history: list[RawEvent], batch: int
+) -> tuple[list[Scored], list[Scored]]:
+    """The history through the store and through memory: (store's, memory's)."""
+    memory, dynamo = OnlineFeatures(MemoryStore()), OnlineFeatures(store)
+    got, expected = [], []
+    for start in range(0, len(history), batch):
+        chunk = history[start : start + batch]
+        expected += memory.process_raw(chunk)
+        got += dynamo.process_raw(chunk)
+    return got, expected
+
+
 def test_dynamodb_store_gives_the_memory_store_features(
     store: ddb.DynamoDBStateStore, small_history: list[RawEvent]
 ) -> None:
     # given the same history through both stores, in Kinesis-sized batches
-    memory, dynamo = OnlineFeatures(MemoryStore()), OnlineFeatures(store)
     # when
-    got, expected = [], []
-    for start in range(0, len(small_history), 100):
-        batch = small_history[start : start + 100]
-        expected += memory.process_raw(batch)
-        got += dynamo.process_raw(batch)
+    got, expected = side_by_side(store, small_history, 100)
     # then (the history is longer than the horizon: trimming and labels are exercised)
     assert len(small_history) > 400
     assert_same_scores(got, expected)
@@ -275,13 +283,8 @@ def test_dynamodb_store_tiled_entities_give_the_memory_store_features(
     # given a store that seals almost at once, so that every entity is tiled
     ddb.create_table(dynamodb, TABLE)
     store = ddb.DynamoDBStateStore(dynamodb, TABLE, clock=lambda: NOW, **layout)
-    memory, dynamo = OnlineFeatures(MemoryStore()), OnlineFeatures(store)
     # when the same history goes through both
-    got, expected = [], []
-    for start in range(0, len(small_history), 50):
-        batch = small_history[start : start + 50]
-        expected += memory.process_raw(batch)
-        got += dynamo.process_raw(batch)
+    got, expected = side_by_side(store, small_history, 50)
     # then the same outcomes and features
     assert_same_scores(got, expected)
     parts = [k for k in main_items(dynamodb) if "|T#" in k]
