@@ -38,6 +38,7 @@ import json
 import math
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -147,12 +148,16 @@ class Usage:
     write_units_by_entity: dict[str, float] = field(default_factory=dict)
     read_units_by_entity: dict[str, float] = field(default_factory=dict)
     """Units per entity type (the partition key's prefix, e.g. TERMINAL_ID)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    """Saves run on a thread pool (``OnlineFeatures(save_workers=...)``)."""
 
     def reported(self, response: dict[str, Any], kind: str) -> None:
-        """Add the ConsumedCapacity of a response (a dict or a list of them)."""
+        """Count a request and add the ConsumedCapacity of its response."""
         consumed = response.get("ConsumedCapacity")
-        for entry in consumed if isinstance(consumed, list) else [consumed] if consumed else []:
-            units = float(entry.get("CapacityUnits", 0.0))
+        entries = consumed if isinstance(consumed, list) else [consumed] if consumed else []
+        units = sum(float(entry.get("CapacityUnits", 0.0)) for entry in entries)
+        with self._lock:
+            self.requests += 1
             if kind == "read":
                 self.reported_read_units += units
             else:
@@ -162,6 +167,10 @@ class Usage:
         """Count one written item."""
         size = item_size(item)
         units = write_units(size, transactional=transactional)
+        with self._lock:
+            self._wrote(item, kind, size, units)
+
+    def _wrote(self, item: dict[str, Any], kind: str, size: int, units: int) -> None:
         self.items_written += 1
         self.bytes_written += size
         self.write_units += units
@@ -451,23 +460,23 @@ class DynamoDBStateStore:
         self, items: list[dict[str, Any]], asked: int, response: Any, consistent: bool
     ) -> None:
         usage = self.usage
-        usage.requests += 1
-        usage.items_read += len(items)
-        by_entity = usage.read_units_by_entity
-        for item in items:
-            size = item_size(item)
-            units = read_units(size, consistent=consistent)
-            usage.bytes_read += size
-            usage.read_units += units
-            entity = item[FEATURE_STATE_PK]["S"].partition("#")[0]
-            by_entity[entity] = by_entity.get(entity, 0.0) + units
         # a key that is not found still costs the minimum read
         misses = (
             asked
             - len(items)
             - len(response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", []))
         )
-        usage.read_units += max(0, misses) * read_units(0, consistent=consistent)
+        with usage._lock:
+            usage.items_read += len(items)
+            by_entity = usage.read_units_by_entity
+            for item in items:
+                size = item_size(item)
+                units = read_units(size, consistent=consistent)
+                usage.bytes_read += size
+                usage.read_units += units
+                entity = item[FEATURE_STATE_PK]["S"].partition("#")[0]
+                by_entity[entity] = by_entity.get(entity, 0.0) + units
+            usage.read_units += max(0, misses) * read_units(0, consistent=consistent)
         usage.reported(response, "read")
 
     # --- writes ------------------------------------------------------------------------
@@ -520,7 +529,6 @@ class DynamoDBStateStore:
                     ReturnConsumedCapacity="TOTAL",
                     **condition,
                 )
-                self.usage.requests += 1
                 self.usage.wrote(main, "main", transactional=False)
                 self.usage.reported(dict(response), "write")
         except self.client.exceptions.ConditionalCheckFailedException as exc:
@@ -602,7 +610,6 @@ class DynamoDBStateStore:
                     f" ({', '.join(sorted(map(str, codes)))})"
                 ) from exc
             raise
-        self.usage.requests += 1
         self.usage.wrote(main, "main", transactional=True)
         for part in parts:
             self.usage.wrote(part, "part", transactional=True)

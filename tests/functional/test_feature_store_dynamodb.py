@@ -435,3 +435,61 @@ def test_dynamodb_store_missing_tile_part_is_a_clear_error(dynamodb: DynamoDBCli
     # when that transaction arrives, then the store says what is missing
     with pytest.raises(ddb.MissingStateError, match=r"TERMINAL_ID#7: tile part T#\d+#\d+"):
         engine.process([tx(999, at, customer=5)])
+
+
+def throttled(error_code: str = "ProvisionedThroughputExceededException") -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": error_code, "Message": "slow down"}}, "PutItem")
+
+
+def test_a_failed_save_marks_exactly_the_records_of_that_entity(
+    store: ddb.DynamoDBStateStore, dynamodb: DynamoDBClient
+) -> None:
+    # given the table throttles every write of terminal 7 for now
+    real_save = store.save
+    outage = {"on": True}
+
+    def save(key: EntityKey, state: EntityState, machine: EntityMachine) -> None:
+        if outage["on"] and key == ("TERMINAL_ID", 7):
+            raise throttled()
+        real_save(key, state, machine)
+
+    store.save = save  # type: ignore[method-assign]
+    engine = OnlineFeatures(store, save_workers=4)
+    batch = [tx(1, T0, customer=1, terminal=7), tx(2, T0, customer=2, terminal=8)]
+    # when (a stream handler asks for per-record outcomes)
+    first = engine.process_raw([RawEvent.from_event(e) for e in batch], strict=False)
+    # then only the record that touches terminal 7 failed, with the store's reason
+    assert first[0].error is not None and "ProvisionedThroughputExceeded" in str(first[0].error)
+    assert first[1].error is None
+    # and strict mode (replays) raises it
+    with pytest.raises(Exception, match="ProvisionedThroughputExceeded"):
+        engine.process_raw([RawEvent.from_event(tx(3, T0, customer=3, terminal=7))])
+    # when the record is delivered again after the outage
+    outage["on"] = False
+    (again,) = engine.process_raw([RawEvent.from_event(batch[0])], strict=False)
+    # then it completes: the card had it already, the terminal takes it now
+    assert again.error is None
+    assert again.outcomes == {"CUSTOMER_ID": "duplicate", "TERMINAL_ID": "applied"}
+    assert again.features == first[0].features
+
+
+def test_concurrent_saves_give_the_sequential_result(
+    dynamodb: DynamoDBClient, small_history: list[RawEvent]
+) -> None:
+    # given a pool of 8 writers for the entities of each batch
+    ddb.create_table(dynamodb, TABLE)
+    store = ddb.DynamoDBStateStore(dynamodb, TABLE, clock=lambda: NOW)
+    memory = OnlineFeatures(MemoryStore())
+    pooled = OnlineFeatures(store, save_workers=8)
+    # when
+    got, expected = [], []
+    for start in range(0, len(small_history), 100):
+        chunk = small_history[start : start + 100]
+        expected += memory.process_raw(chunk)
+        got += pooled.process_raw(chunk)
+    # then the same outcomes and features, and every write counted once
+    assert_same_scores(got, expected)
+    written = dynamodb.scan(TableName=TABLE, Select="COUNT")["Count"]
+    assert store.usage.items_written >= written > 0
