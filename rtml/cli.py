@@ -77,7 +77,7 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
         print(f"{key:<{width}}  {shown}")
 
 
-def _progress(total: int, desc: str) -> Any:
+def _progress(total: int | None, desc: str) -> Any:
     """A progress bar on stderr (hidden when stderr is not a terminal, e.g. in CI logs)."""
     from tqdm import tqdm
 
@@ -142,8 +142,25 @@ def _add_features(sub: Any) -> None:
             "delivered 7 days late) and must give the same numbers."
         ),
     )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("compute", "materialize"),
+        default="compute",
+        help=(
+            "compute (default): write the feature table to --out; materialize: write every "
+            "entity's online state as of --as-of into the DynamoDB table --table, in bulk "
+            "(a warm start for a new deployment; run it before the stream writes)"
+        ),
+    )
     p.add_argument("--in", dest="src", type=Path, required=True, help="simulated dataset")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--out", type=Path, help="output directory (compute)")
+    p.add_argument(
+        "--as-of",
+        default=None,
+        help="materialize: state as of this naive local time, YYYY-MM-DDTHH:MM:SS "
+        "(default: the dataset's last transaction)",
+    )
     p.add_argument("--engine", choices=("offline", "online"), default="offline")
     p.add_argument(
         "--store",
@@ -163,6 +180,11 @@ def _add_features(sub: Any) -> None:
 
 
 def _run_features(args: argparse.Namespace) -> None:
+    if args.action == "materialize":
+        _run_materialize(args)
+        return
+    if args.out is None:
+        raise ValueError("rtml features: --out is required to compute a feature table")
     import time
 
     from models import datasets
@@ -208,6 +230,48 @@ def _run_features(args: argparse.Namespace) -> None:
     files = datasets.write_dataset(out_table, args.out, summary)
     log.info("wrote %d day partitions to %s", files, args.out)
     _emit({"out": str(args.out), "files": files, **summary.model_dump(mode="json")}, args.json)
+
+
+def _run_materialize(args: argparse.Namespace) -> None:
+    from datetime import UTC, datetime
+
+    from pyarrow.compute import max as pc_max
+
+    from models import datasets
+    from models.contracts import TRANSACTIONS_COLUMNS
+    from models.features.dynamodb_store import DynamoDBStateStore
+    from models.features.online import epoch_seconds
+    from models.features.replay import states_as_of
+
+    transactions = datasets.read_dataset(args.src, TRANSACTIONS_COLUMNS)
+    if transactions.num_rows == 0:
+        raise ValueError(f"{args.src} holds no transactions")
+    if args.as_of is None:
+        as_of = epoch_seconds(pc_max(transactions.column("TX_DATETIME")).as_py())
+    else:
+        try:
+            as_of = epoch_seconds(datetime.fromisoformat(args.as_of))
+        except ValueError as exc:
+            raise ValueError(f"--as-of: {exc}") from exc
+    store = DynamoDBStateStore.from_env(args.table)
+    with _progress(None, "replay in memory") as bar:
+        engine, counters = states_as_of(
+            transactions, as_of, labels=args.labels, progress=bar.update
+        )
+    states = engine.store.states  # type: ignore[attr-defined]
+    with _progress(len(states), "write state") as bar:
+        items = store.write_states(states, engine.machines, progress=bar.update)
+    _emit(
+        {
+            "table": store.table_name,
+            "as_of": datetime.fromtimestamp(as_of, UTC).replace(tzinfo=None).isoformat(),
+            "entities": len(states),
+            "items": items,
+            "write_units": store.usage.write_units,
+            "counters": counters,
+        },
+        args.json,
+    )
 
 
 # --- train ------------------------------------------------------------------------------

@@ -124,3 +124,32 @@ def replay_history(
         if progress:
             progress(len(batch))
     return ReplayResult(features=out, counters=counters)
+
+
+def states_as_of(
+    table: pa.Table,
+    as_of: int,
+    spec: FeatureSpec = BASELINE,
+    *,
+    labels: LabelFeed = "all",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[OnlineFeatures, dict[str, int]]:
+    """Every entity's online state as of ``as_of`` (epoch seconds), replayed in memory.
+
+    Exactly the events a stream would have delivered by then: transactions up to
+    ``as_of``, labels once their delay has passed. Returns the engine (its MemoryStore
+    holds the states) and the counters.
+    """
+    delay = max(e.delay_seconds for e in spec.entities)
+    events, _ = history_events(table, timedelta(seconds=delay), labels)
+    delivered = [e for e in events if e.time + (delay if e.is_label else 0) <= as_of]
+    engine = OnlineFeatures(MemoryStore(), spec)
+    counters = dict.fromkeys(COUNTERS, 0)
+    for start in range(0, len(delivered), 5000):
+        batch = delivered[start : start + 5000]
+        for scored in engine.process_raw(batch):
+            for outcome in scored.outcomes.values():
+                counters[outcome] += 1
+        if progress:
+            progress(len(batch))
+    return engine, counters
