@@ -11,9 +11,17 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -95,19 +103,39 @@ def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
 # --- Stream events (Kinesis payloads; the online feature engine consumes them) -----------
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+MAX_ENTITY_ID: Final = 2**63 - 1
+"""Ids are signed 64-bit everywhere downstream (Parquet int64, DynamoDB numbers)."""
+DEFAULT_MAX_AMOUNT: Final = 1_000_000.0
+"""An amount above this is refused as absurd (setting ``RTML_MAX_AMOUNT``)."""
+MAX_RECORD_BYTES: Final = 1_048_576
+"""Kinesis's limit on a record's data: a larger payload cannot be a producer's record."""
 
-    transaction_id: int = Field(ge=0)
+
+class _Event(BaseModel):
+    """Fields every stream event carries. Strict: ``"1"`` or ``true`` is not a number.
+
+    Validation context (optional, from the consumer's settings): ``max_amount`` (default
+    :data:`DEFAULT_MAX_AMOUNT`) and ``not_after`` (a naive datetime: events dated later,
+    e.g. in 2099, are refused rather than allowed to expire every real state; off when
+    absent, as for replays of history).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    schema_version: Literal[1] = 1
+    transaction_id: int = Field(ge=0, le=MAX_ENTITY_ID)
     tx_datetime: datetime = Field(description="Naive local time of the transaction.")
-    customer_id: int = Field(ge=0)
-    terminal_id: int = Field(ge=0)
+    customer_id: int = Field(ge=0, le=MAX_ENTITY_ID)
+    terminal_id: int = Field(ge=0, le=MAX_ENTITY_ID)
 
     @field_validator("tx_datetime")
     @classmethod
-    def _naive(cls, value: datetime) -> datetime:
+    def _naive(cls, value: datetime, info: ValidationInfo) -> datetime:
         if value.tzinfo is not None:
-            raise ValueError("tx_datetime must be naive local time (no timezone)")
+            raise ValueError("must be naive local time (no timezone)")
+        not_after = (info.context or {}).get("not_after")
+        if not_after is not None and value > not_after:
+            raise ValueError(f"is later than {not_after.isoformat()} (clock skew limit)")
         return value
 
 
@@ -119,9 +147,12 @@ class TransactionEvent(_Event):
 
     @field_validator("tx_amount")
     @classmethod
-    def _finite(cls, value: float) -> float:
+    def _sane(cls, value: float, info: ValidationInfo) -> float:
         if not math.isfinite(value):
-            raise ValueError("tx_amount must be finite")
+            raise ValueError("must be finite")
+        limit = (info.context or {}).get("max_amount", DEFAULT_MAX_AMOUNT)
+        if value > limit:
+            raise ValueError(f"{value} is above the maximum amount {limit}")
         return value
 
 
@@ -132,8 +163,62 @@ class LabelEvent(_Event):
     tx_fraud: Literal[0, 1]
 
 
-StreamEvent = Annotated[TransactionEvent | LabelEvent, Field(discriminator="event_type")]
-"""Any event on the input stream, told apart by ``event_type``."""
+def _event_kind(value: Any) -> str:
+    """A record without ``event_type`` is a transaction: producers need not send it."""
+    if isinstance(value, dict):
+        kind = value.get("event_type", "transaction")
+        return kind if isinstance(kind, str) else repr(kind)
+    return str(getattr(value, "event_type", "transaction"))
+
+
+StreamEvent = Annotated[
+    Annotated[TransactionEvent, Tag("transaction")] | Annotated[LabelEvent, Tag("label")],
+    Discriminator(_event_kind),
+]
+"""Any event on an input stream, told apart by ``event_type`` ("transaction" if absent)."""
+
+
+# --- Predictions (every path writes the same record) -------------------------------------
+
+Decision = Literal["high_risk", "low_risk"]
+ServingPath = Literal["stream", "api", "batch"]
+
+
+class Prediction(BaseModel):
+    """One scored transaction, as the predictions table, the alerts and the archive hold it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    transaction_id: int = Field(ge=0, le=MAX_ENTITY_ID)
+    customer_id: int = Field(ge=0, le=MAX_ENTITY_ID)
+    terminal_id: int = Field(ge=0, le=MAX_ENTITY_ID)
+    tx_datetime: datetime = Field(description="The transaction's naive local time.")
+    score: float = Field(ge=0, le=1)
+    decision: Decision
+    threshold: float = Field(ge=0, le=1)
+    model_name: str
+    model_version: str
+    challenger_score: float | None = None
+    challenger_version: str | None = None
+    features: dict[str, float] = Field(description="Model inputs, by name, as scored.")
+    scored_at: datetime = Field(description="UTC time of scoring (timezone-aware).")
+    path: ServingPath
+
+
+PREDICTIONS_TABLE: Final = "rtml-predictions"
+"""Base name of the predictions table (stages prefix it)."""
+PREDICTIONS_PK: Final = "transaction_id"
+"""Partition key (N): a transaction has one prediction; the first write wins."""
+PREDICTIONS_TTL: Final = "expires_at"
+"""TTL attribute (N, epoch seconds): scored_at + the retention setting."""
+
+ENV_PREDICTIONS_TABLE: Final = "RTML_PREDICTIONS_TABLE"
+ENV_DECISION_THRESHOLD: Final = "RTML_DECISION_THRESHOLD"
+"""Score at or above which a decision is ``high_risk`` (and an alert is published)."""
+ENV_MAX_AMOUNT: Final = "RTML_MAX_AMOUNT"
+ENV_MAX_CLOCK_SKEW: Final = "RTML_MAX_CLOCK_SKEW_SECONDS"
+"""Refuse events dated more than this after their arrival (unset: off, for replays)."""
 
 
 # --- Online feature state (DynamoDB) --------------------------------------------------------

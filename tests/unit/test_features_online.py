@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 import pytest
 
@@ -25,7 +26,7 @@ def tx(
     )
 
 
-def label(event: TransactionEvent, fraud: int) -> LabelEvent:
+def label(event: TransactionEvent, fraud: Literal[0, 1]) -> LabelEvent:
     return LabelEvent(
         transaction_id=event.transaction_id,
         tx_datetime=event.tx_datetime,
