@@ -200,6 +200,8 @@ class Prediction(BaseModel):
     model_name: str
     model_version: str
     challenger_score: float | None = None
+    """The score of the model run in shadow (the challenger; the champion when an A/B
+    split lets the challenger decide), or None when only one model runs."""
     challenger_version: str | None = None
     features: dict[str, float] = Field(description="Model inputs, by name, as scored.")
     scored_at: datetime = Field(description="UTC time of scoring (timezone-aware).")
@@ -216,6 +218,15 @@ PREDICTIONS_TTL: Final = "expires_at"
 ENV_PREDICTIONS_TABLE: Final = "RTML_PREDICTIONS_TABLE"
 ENV_DECISION_THRESHOLD: Final = "RTML_DECISION_THRESHOLD"
 """Score at or above which a decision is ``high_risk`` (and an alert is published)."""
+ENV_MODEL_NAME: Final = "RTML_MODEL_NAME"
+ENV_ALERT_BUS: Final = "RTML_ALERT_BUS"
+ENV_ARCHIVE_BUCKET: Final = "RTML_ARCHIVE_BUCKET"
+ENV_ARCHIVE_PREFIX: Final = "RTML_ARCHIVE_PREFIX"
+ENV_DEAD_LETTER_QUEUE_URL: Final = "RTML_DEAD_LETTER_QUEUE_URL"
+ENV_AB_SHARE: Final = "RTML_AB_SHARE"
+"""Share of customers the challenger decides (stable hash of the customer id); 0: shadow."""
+ENV_PREDICTION_TTL_DAYS: Final = "RTML_PREDICTION_TTL_DAYS"
+ENV_SAVE_WORKERS: Final = "RTML_SAVE_WORKERS"
 ENV_MAX_AMOUNT: Final = "RTML_MAX_AMOUNT"
 ENV_MAX_CLOCK_SKEW: Final = "RTML_MAX_CLOCK_SKEW_SECONDS"
 """Refuse events dated more than this after their arrival (unset: off, for replays)."""

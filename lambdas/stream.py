@@ -1,0 +1,162 @@
+"""Kinesis stream scorer: a thin Powertools handler over ``models.stream.StreamScoring``.
+
+One engine call per batch (one state read, one conditional write per touched entity),
+then Powertools' partial-batch response: the record handler only looks up each record's
+precomputed outcome and raises for the ones to retry, so Lambda redelivers from the
+first of them. Settings come from one env-var model, validated at cold start; clients,
+loaders and the engine are built once per execution environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
+    KinesisStreamRecord,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
+
+from models import contracts as c
+from models.stream import RecordOutcome, StreamRecord, StreamScoring
+
+logger = Logger(service="rtml-stream")
+metrics = Metrics(namespace="rtml", service="stream")
+tracer = Tracer(service="rtml-stream")
+processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
+
+
+class StreamSettings(BaseModel):
+    """The function's environment, validated once (names in models.contracts)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    feature_state_table: str = Field(alias=c.ENV_FEATURE_STATE_TABLE)
+    predictions_table: str = Field(alias=c.ENV_PREDICTIONS_TABLE)
+    registry: str = Field(alias=c.ENV_REGISTRY)
+    model_name: str = Field("fraud", alias=c.ENV_MODEL_NAME)
+    alert_bus: str = Field(alias=c.ENV_ALERT_BUS)
+    archive_bucket: str = Field(alias=c.ENV_ARCHIVE_BUCKET)
+    archive_prefix: str = Field("predictions", alias=c.ENV_ARCHIVE_PREFIX)
+    dead_letter_queue_url: str = Field(alias=c.ENV_DEAD_LETTER_QUEUE_URL)
+    threshold: float = Field(0.5, ge=0, le=1, alias=c.ENV_DECISION_THRESHOLD)
+    max_amount: float = Field(c.DEFAULT_MAX_AMOUNT, gt=0, alias=c.ENV_MAX_AMOUNT)
+    max_clock_skew_seconds: int | None = Field(None, ge=0, alias=c.ENV_MAX_CLOCK_SKEW)
+    ab_share: float = Field(0.0, ge=0, le=1, alias=c.ENV_AB_SHARE)
+    prediction_ttl_days: int = Field(90, ge=1, alias=c.ENV_PREDICTION_TTL_DAYS)
+    save_workers: int = Field(16, ge=1, le=64, alias=c.ENV_SAVE_WORKERS)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> StreamSettings:
+        """Validate the environment (a missing or bad variable fails the cold start)."""
+        source = dict(os.environ if env is None else env)
+        names = {f.alias for f in cls.model_fields.values() if f.alias}
+        return cls.model_validate({k: v for k, v in source.items() if k in names})
+
+
+@cache
+def scoring() -> StreamScoring:
+    """Clients, loaders, engine and sinks, once per execution environment."""
+    import boto3
+
+    from models.aws_sinks import DynamoDBPredictions, EventBridgeAlerts, S3Archive, SQSDeadLetters
+    from models.features.dynamodb_store import DynamoDBStateStore
+    from models.features.online import OnlineFeatures
+    from models.registry import ModelLoader, open_registry
+    from models.serving import ModelRouter
+
+    settings = StreamSettings.from_env()
+    dynamodb = boto3.client("dynamodb")
+    registry = open_registry(settings.registry, s3_client=boto3.client("s3"))
+    router = ModelRouter(
+        champion=ModelLoader(registry, settings.model_name, "champion"),
+        challenger=ModelLoader(registry, settings.model_name, "challenger"),
+        ab_share=settings.ab_share,
+    )
+    skew = settings.max_clock_skew_seconds
+    return StreamScoring(
+        engine=OnlineFeatures(
+            DynamoDBStateStore(dynamodb, settings.feature_state_table),
+            save_workers=settings.save_workers,
+        ),
+        router=router,
+        predictions=DynamoDBPredictions(
+            dynamodb, settings.predictions_table, ttl_seconds=settings.prediction_ttl_days * 86_400
+        ),
+        alerts=EventBridgeAlerts(boto3.client("events"), settings.alert_bus),
+        archive=S3Archive(boto3.client("s3"), settings.archive_bucket, settings.archive_prefix),
+        dead_letters=SQSDeadLetters(boto3.client("sqs"), settings.dead_letter_queue_url),
+        threshold=settings.threshold,
+        max_amount=settings.max_amount,
+        max_clock_skew=None if skew is None else timedelta(seconds=skew),
+    )
+
+
+class RetryRecordError(Exception):
+    """A record Lambda must deliver again (a transient failure; see models.stream)."""
+
+
+def _record(raw: dict[str, Any]) -> StreamRecord:
+    kinesis = raw["kinesis"]
+    return StreamRecord(
+        data=base64.b64decode(kinesis["data"]),
+        shard_id=raw["eventID"].split(":")[0],
+        sequence_number=kinesis["sequenceNumber"],
+        arrival=datetime.fromtimestamp(float(kinesis["approximateArrivalTimestamp"]), UTC),
+    )
+
+
+def _emit_metrics(records: list[StreamRecord], outcomes: list[RecordOutcome]) -> None:
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    metrics.add_metric("RecordsIn", MetricUnit.Count, len(records))
+    for status, n in counts.items():
+        metrics.add_metric(f"Records_{status}", MetricUnit.Count, n)
+    predictions = [o.prediction for o in outcomes if o.prediction is not None]
+    if predictions:
+        high = sum(p.decision == "high_risk" for p in predictions)
+        metrics.add_metric("HighRiskShare", MetricUnit.Percent, 100 * high / len(predictions))
+        now = datetime.now(UTC)
+        lags = [(now - r.arrival).total_seconds() for r in records]
+        metrics.add_metric("ArrivalLagMax", MetricUnit.Seconds, max(lags))
+        metrics.add_metadata("model_version", predictions[0].model_version)
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Score a Kinesis batch; report the records to deliver again."""
+    records = [_record(r) for r in event["Records"]]
+    outcomes = scoring().process(records)
+    _emit_metrics(records, outcomes)
+    by_sequence = {r.sequence_number: o for r, o in zip(records, outcomes, strict=True)}
+    for record, outcome in zip(records, outcomes, strict=True):
+        if outcome.status in ("dead_lettered", "retry"):
+            logger.warning(
+                "record %s", outcome.status,
+                extra={"sequence_number": record.sequence_number, "reason": outcome.reason},
+            )  # fmt: skip
+
+    def record_handler(record: KinesisStreamRecord) -> None:
+        outcome = by_sequence[record.kinesis.sequence_number]
+        if outcome.status == "retry":
+            raise RetryRecordError(outcome.reason or "retry")
+
+    return dict(
+        process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    )

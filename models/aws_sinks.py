@@ -1,0 +1,286 @@
+"""The stream path's sinks on AWS: DynamoDB predictions, EventBridge alerts, S3 archive,
+SQS dead letters (boto3 lives here and in the feature store only).
+
+Each call honours its service's limits (BatchGetItem 100 keys, BatchWriteItem 25 items,
+PutEvents 10 entries, SendMessageBatch 10 messages) and retries what the service leaves
+unprocessed with jittered backoff; what still fails is reported per item, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from models.contracts import PREDICTIONS_PK, PREDICTIONS_TTL, Prediction
+from models.errors import RtmlError
+from models.stream import DeadLetter, WriteResult
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+ALERT_SOURCE = "rtml.stream"
+ALERT_DETAIL_TYPE = "HighRiskTransaction"
+
+
+class SinkUnavailableError(RtmlError):
+    """A service kept refusing items after every retry (throttled, down): retry the records."""
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class DynamoDBPredictions:
+    """Predictions keyed by transaction id; the first write wins.
+
+    Item: the key, the fields that identify the transaction (to tell a redelivery from a
+    different transaction reusing the id), the decision, the whole prediction as JSON
+    (``body``), the alert state (``pending`` until published, then ``sent``) and a TTL.
+    """
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        *,
+        ttl_seconds: int = 90 * 86_400,
+        max_retries: int = 6,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.table_name = table_name
+        self.ttl_seconds = ttl_seconds
+        self.max_retries = max_retries
+        self.sleep = sleep
+
+    @staticmethod
+    def _identity(p: Prediction) -> tuple[int, int, str, float]:
+        return (p.customer_id, p.terminal_id, p.tx_datetime.isoformat(), p.features["TX_AMOUNT"])
+
+    def write(self, predictions: Sequence[Prediction]) -> WriteResult:
+        """BatchGetItem the ids, BatchWriteItem the ones not stored (no conditional batch)."""
+        unique = list({p.transaction_id: p for p in reversed(predictions)}.values())[::-1]
+        stored = self._existing([p.transaction_id for p in unique])
+        result = WriteResult()
+        fresh: list[Prediction] = []
+        for p in unique:
+            item = stored.get(p.transaction_id)
+            if item is None:
+                fresh.append(p)
+                continue
+            identity = (
+                int(item["customer_id"]["N"]),
+                int(item["terminal_id"]["N"]),
+                item["tx_datetime"]["S"],
+                float(item["tx_amount"]["N"]),
+            )
+            if identity != self._identity(p):
+                result.conflicts[p.transaction_id] = (
+                    f"transaction_id: {p.transaction_id} was already scored for another "
+                    f"transaction (customer {identity[0]}, terminal {identity[1]}, "
+                    f"{identity[2]}, amount {identity[3]})"
+                )
+            elif item.get("alert", {}).get("S") == "pending":
+                result.unalerted.add(p.transaction_id)
+        for chunk in _chunks(fresh, 25):
+            try:
+                self._put(chunk)
+            except Exception as exc:  # throttled or unavailable: these records retry
+                for p in chunk:
+                    result.failed[p.transaction_id] = exc
+            else:
+                result.new.update(p.transaction_id for p in chunk)
+        return result
+
+    def _existing(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        found: dict[int, dict[str, Any]] = {}
+        for chunk in _chunks(ids, 100):
+            keys: list[dict[str, Any]] = [{PREDICTIONS_PK: {"N": str(i)}} for i in chunk]
+            for attempt in range(self.max_retries + 1):
+                response = self.client.batch_get_item(
+                    RequestItems={
+                        self.table_name: {
+                            "Keys": keys,
+                            "ConsistentRead": True,
+                            "ProjectionExpression": (
+                                "transaction_id, customer_id, terminal_id, tx_datetime,"
+                                " tx_amount, alert"
+                            ),
+                        }
+                    }
+                )
+                for item in response.get("Responses", {}).get(self.table_name, []):
+                    found[int(item[PREDICTIONS_PK]["N"])] = item
+                left = response.get("UnprocessedKeys", {}).get(self.table_name)
+                if not left:
+                    break
+                if attempt == self.max_retries:
+                    raise SinkUnavailableError(f"{len(left['Keys'])} prediction ids unread")
+                keys = list(left["Keys"])
+                self.sleep(_backoff(attempt))
+        return found
+
+    def _item(self, p: Prediction) -> dict[str, Any]:
+        expires = int(p.scored_at.timestamp()) + self.ttl_seconds
+        item: dict[str, Any] = {
+            PREDICTIONS_PK: {"N": str(p.transaction_id)},
+            "customer_id": {"N": str(p.customer_id)},
+            "terminal_id": {"N": str(p.terminal_id)},
+            "tx_datetime": {"S": p.tx_datetime.isoformat()},
+            "tx_amount": {"N": repr(p.features["TX_AMOUNT"])},
+            "decision": {"S": p.decision},
+            "model_version": {"S": p.model_version},
+            "body": {"S": p.model_dump_json()},
+            PREDICTIONS_TTL: {"N": str(expires)},
+        }
+        if p.decision == "high_risk":
+            item["alert"] = {"S": "pending"}
+        return item
+
+    def _put(self, chunk: Sequence[Prediction]) -> None:
+        requests: list[dict[str, Any]] = [{"PutRequest": {"Item": self._item(p)}} for p in chunk]
+        for attempt in range(self.max_retries + 1):
+            response = self.client.batch_write_item(RequestItems={self.table_name: requests})  # type: ignore[dict-item]
+            left = response.get("UnprocessedItems", {}).get(self.table_name)
+            if not left:
+                return
+            if attempt == self.max_retries:
+                raise SinkUnavailableError(f"{len(left)} predictions unwritten after retries")
+            requests = list(left)  # type: ignore[arg-type]
+            self.sleep(_backoff(attempt))
+
+    def alerted(self, ids: Sequence[int]) -> None:
+        """Mark alerts sent (a failure here only risks one repeated, same-id alert)."""
+        for tx in ids:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={PREDICTIONS_PK: {"N": str(tx)}},
+                UpdateExpression="SET alert = :sent",
+                ExpressionAttributeValues={":sent": {"S": "sent"}},
+            )
+
+    def get(self, transaction_id: int) -> Prediction | None:
+        """The stored prediction of a transaction (the API's GET)."""
+        item = self.client.get_item(
+            TableName=self.table_name, Key={PREDICTIONS_PK: {"N": str(transaction_id)}}
+        ).get("Item")
+        return None if item is None else Prediction.model_validate_json(item["body"]["S"])
+
+
+class EventBridgeAlerts:
+    """High-risk decisions on an EventBridge bus: source ``rtml.stream``, detail type
+    ``HighRiskTransaction``, detail = the prediction (its ``transaction_id`` is the
+    deduplication id)."""
+
+    def __init__(self, client: Any, bus_name: str, *, max_retries: int = 4) -> None:
+        self.client = client
+        self.bus_name = bus_name
+        self.max_retries = max_retries
+        self.sleep: Callable[[float], None] = time.sleep
+
+    def publish(self, predictions: Sequence[Prediction]) -> dict[int, Exception]:
+        failed: dict[int, Exception] = {}
+        for chunk in _chunks(predictions, 10):
+            pending = list(chunk)
+            for attempt in range(self.max_retries + 1):
+                entries = [
+                    {
+                        "Source": ALERT_SOURCE,
+                        "DetailType": ALERT_DETAIL_TYPE,
+                        "Detail": p.model_dump_json(),
+                        "EventBusName": self.bus_name,
+                    }
+                    for p in pending
+                ]
+                try:
+                    response = self.client.put_events(Entries=entries)
+                except Exception as exc:
+                    failed.update({p.transaction_id: exc for p in pending})
+                    break
+                results = response.get("Entries", [])
+                again = [p for p, r in zip(pending, results, strict=False) if "ErrorCode" in r]
+                if not again:
+                    break
+                if attempt == self.max_retries:
+                    failed.update(
+                        {p.transaction_id: SinkUnavailableError("alert refused") for p in again}
+                    )
+                    break
+                pending = again
+                self.sleep(_backoff(attempt))
+        return failed
+
+
+class S3Archive:
+    """JSON lines under ``<prefix>/date=<transaction date>/<batch id>.jsonl``: a retried
+    batch that starts at the same record rewrites its object; readers drop repeated ids."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str = "predictions") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.rstrip("/")
+
+    def append(self, predictions: Sequence[Prediction], batch_id: str) -> None:
+        by_date: dict[str, list[str]] = {}
+        for p in predictions:
+            by_date.setdefault(p.tx_datetime.date().isoformat(), []).append(p.model_dump_json())
+        for date, lines in by_date.items():
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=f"{self.prefix}/date={date}/{batch_id}.jsonl",
+                Body=("\n".join(lines) + "\n").encode(),
+                ContentType="application/x-ndjson",
+            )
+
+
+class SQSDeadLetters:
+    """Refused records on an SQS queue, one JSON message each (see ``DeadLetter.message``)."""
+
+    def __init__(self, client: Any, queue_url: str, *, clock: Callable[[], datetime] | None = None):
+        self.client = client
+        self.queue_url = queue_url
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def send(self, letters: Sequence[DeadLetter]) -> dict[int, Exception]:
+        failed: dict[int, Exception] = {}
+        for start in range(0, len(letters), 10):
+            chunk = letters[start : start + 10]
+            entries = [
+                {
+                    "Id": str(start + k),
+                    "MessageBody": json.dumps(
+                        {**letter.message(), "dead_lettered_at": self.clock().isoformat()}
+                    ),
+                }
+                for k, letter in enumerate(chunk)
+            ]
+            try:
+                response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except Exception as exc:
+                failed.update({start + k: exc for k in range(len(chunk))})
+                continue
+            for entry in response.get("Failed", []):
+                failed[int(entry["Id"])] = SinkUnavailableError(entry.get("Message", "refused"))
+        return failed
+
+
+def create_predictions_table(client: DynamoDBClient, table_name: str) -> None:
+    """Create the predictions table as the CDK construct will (tests, local stack)."""
+    client.create_table(
+        TableName=table_name,
+        KeySchema=[{"AttributeName": PREDICTIONS_PK, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": PREDICTIONS_PK, "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.update_time_to_live(
+        TableName=table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": PREDICTIONS_TTL},
+    )

@@ -1,0 +1,324 @@
+"""The stream scorer's real handler on moto: Kinesis events as Lambda delivers them.
+
+Happy path, poison records dead-lettered while the rest is scored, a redelivered batch
+that changes nothing, a throttled predictions table that fails exactly its records (and
+a retry that ends in the fault-free state), and a missing champion that fails loudly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from models import contracts as c
+from models.aws_sinks import create_predictions_table
+from models.features import dynamodb_store as ddb
+from models.registry import open_registry
+from tests.functional.conftest import REGION
+from tests.unit.test_scorer import save
+
+pytestmark = pytest.mark.functional
+STATE, PREDICTIONS, BUCKET, BUS, QUEUE = "state", "predictions", "rtml-test", "rtml-alerts", "dlq"
+ARRIVAL = datetime(2026, 11, 26, 12, tzinfo=UTC)
+T0 = datetime(2018, 4, 1, 12)
+
+
+@dataclass
+class World:
+    """The moto resources the function is deployed against, and its handler module."""
+
+    dynamodb: Any
+    sqs: Any
+    s3: Any
+    queue_url: str
+    handler: Any
+
+
+class Context:
+    function_name = "rtml-stream-test"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:rtml-stream-test"
+    aws_request_id = "req-1"
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model")
+    save(path, "logistic_regression", seed=1)
+    return path
+
+
+@pytest.fixture
+def world(aws: None, artifact: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    ddb.create_table(dynamodb, STATE)
+    create_predictions_table(dynamodb, PREDICTIONS)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(
+        Bucket=BUCKET,
+        CreateBucketConfiguration={"LocationConstraint": REGION},  # type: ignore[typeddict-item]
+    )
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue_url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
+    boto3.client("events", region_name=REGION).create_event_bus(Name=BUS)
+    registry = open_registry(f"s3://{BUCKET}/registry", s3_client=s3)
+    version = registry.push(artifact).version
+    registry.promote("fraud-test", version, "champion")
+    env = {
+        c.ENV_FEATURE_STATE_TABLE: STATE,
+        c.ENV_PREDICTIONS_TABLE: PREDICTIONS,
+        c.ENV_REGISTRY: f"s3://{BUCKET}/registry",
+        c.ENV_MODEL_NAME: "fraud-test",
+        c.ENV_ALERT_BUS: BUS,
+        c.ENV_ARCHIVE_BUCKET: BUCKET,
+        c.ENV_DEAD_LETTER_QUEUE_URL: queue_url,
+        c.ENV_DECISION_THRESHOLD: "0.5",
+        "POWERTOOLS_METRICS_NAMESPACE": "rtml-test",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from lambdas import stream
+
+    stream.scoring.cache_clear()
+    yield World(dynamodb, sqs, s3, queue_url, stream)
+    stream.scoring.cache_clear()
+
+
+def body(tx_id: int, minutes: int = 0, customer: int = 1, terminal: int = 7, **extra: Any) -> bytes:
+    fields = {
+        "transaction_id": tx_id,
+        "tx_datetime": (T0 + timedelta(minutes=minutes)).isoformat(),
+        "customer_id": customer,
+        "terminal_id": terminal,
+        "tx_amount": 25.5 + tx_id,
+        **extra,
+    }
+    return json.dumps({k: v for k, v in fields.items() if v is not ...}).encode()
+
+
+def kinesis_event(payloads: list[bytes], first_sequence: int = 1) -> dict[str, Any]:
+    """A Kinesis event exactly as Lambda shapes it (base64 data, ids, arrival time)."""
+    records = []
+    for k, data in enumerate(payloads):
+        sequence = f"4959000000000000000000000000000000000000000000{first_sequence + k:010d}"
+        records.append(
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": "1",
+                    "sequenceNumber": sequence,
+                    "data": base64.b64encode(data).decode(),
+                    "approximateArrivalTimestamp": ARRIVAL.timestamp() + k / 1000,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"shardId-000000000000:{sequence}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/rtml-stream",
+                "awsRegion": REGION,
+                "eventSourceARN": f"arn:aws:kinesis:{REGION}:123456789012:stream/rtml-transactions",
+            }
+        )
+    return {"Records": records}
+
+
+def stored(world: World) -> dict[int, dict[str, Any]]:
+    items = world.dynamodb.scan(TableName=PREDICTIONS)["Items"]
+    return {int(i["transaction_id"]["N"]): i for i in items}
+
+
+def dead_letters(world: World) -> list[dict[str, Any]]:
+    messages = world.sqs.receive_message(QueueUrl=world.queue_url, MaxNumberOfMessages=10)
+    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+def failures(response: dict[str, Any]) -> list[str]:
+    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def test_stream_scores_a_batch_and_archives_it(world: World) -> None:
+    # given three transactions and a label
+    label = body(1, event_type="label", tx_amount=..., tx_fraud=1)
+    event = kinesis_event([body(1), body(2, 5), body(3, 9, customer=2), label])
+    # when
+    response = world.handler.handler(event, Context())
+    # then nothing to retry, three predictions stored with the model version
+    assert failures(response) == []
+    predictions = stored(world)
+    assert sorted(predictions) == [1, 2, 3]
+    first = c.Prediction.model_validate_json(predictions[1]["body"]["S"])
+    assert first.path == "stream" and first.model_name == "fraud-test"
+    assert first.features["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1
+    second = c.Prediction.model_validate_json(predictions[2]["body"]["S"])
+    assert second.features["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2  # fresh to the second
+    # and the archive holds them under the transactions' day
+    listing = world.s3.list_objects_v2(Bucket=BUCKET, Prefix="predictions/date=2018-04-01/")
+    (key,) = [o["Key"] for o in listing["Contents"]]
+    lines = world.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().splitlines()
+    assert sorted(json.loads(line)["transaction_id"] for line in lines) == [1, 2, 3]
+
+
+def test_stream_dead_letters_poison_and_scores_the_rest(world: World) -> None:
+    poison = [
+        b"{not json",
+        body(10, tx_amount=-5.0),
+        body(11, merchant="acme"),
+        b"\xff\xfe",
+        body(12, customer_id="7"),
+    ]
+    event = kinesis_event([body(1), *poison, body(2, 3)])
+    # when
+    response = world.handler.handler(event, Context())
+    # then the shard is not blocked: no failure reported, the good records scored
+    assert failures(response) == []
+    assert sorted(stored(world)) == [1, 2]
+    # and every poison record is in the dead-letter queue with a reason naming its field
+    letters = dead_letters(world)
+    assert sorted(m["field"] for m in letters) == [
+        "customer_id",
+        "merchant",
+        "record",
+        "record",
+        "tx_amount",
+    ]
+    for letter in letters:
+        raw = base64.b64decode(letter["payload_base64"])
+        assert raw in poison
+        assert letter["shard_id"] == "shardId-000000000000"
+        assert letter["reason"].startswith(letter["field"] + ": ")
+
+
+def test_stream_redelivered_batch_changes_nothing(world: World) -> None:
+    event = kinesis_event([body(1), body(2, 5), body(3, 9)])
+    world.handler.handler(event, Context())
+    before = stored(world)
+    state_before = world.dynamodb.scan(TableName=STATE)["Items"]
+    # when Lambda delivers the very same batch again
+    response = world.handler.handler(event, Context())
+    # then no state write, no second prediction
+    assert failures(response) == []
+    assert stored(world) == before
+    assert world.dynamodb.scan(TableName=STATE)["Items"] == state_before
+
+
+def test_stream_throttled_predictions_fail_exactly_their_records(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the predictions table refuses the writes of the second chunk of 25
+    scoring = world.handler.scoring()
+    sink = scoring.predictions
+    real_put = sink._put
+    calls: list[int] = []
+
+    def flaky_put(chunk: Any) -> None:
+        calls.append(len(chunk))
+        if len(calls) == 2:
+            raise RuntimeError("ProvisionedThroughputExceededException")
+        real_put(chunk)
+
+    monkeypatch.setattr(sink, "_put", flaky_put)
+    event = kinesis_event([body(i, i, customer=i % 5) for i in range(1, 31)])
+    # when
+    response = world.handler.handler(event, Context())
+    # then exactly the records of the refused chunk are reported for redelivery
+    sequences = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+    assert failures(response) == sequences[25:]
+    assert sorted(stored(world)) == list(range(1, 26))
+    # when Lambda redelivers from the first failure and the table is fine again
+    monkeypatch.setattr(sink, "_put", real_put)
+    retry = {"Records": event["Records"][25:]}
+    assert failures(world.handler.handler(retry, Context())) == []
+    # then the end state is the fault-free one
+    assert sorted(stored(world)) == list(range(1, 31))
+
+
+def test_stream_without_a_champion_fails_the_whole_batch(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a function configured for a model that has no champion
+    monkeypatch.setenv(c.ENV_MODEL_NAME, "no-such-model")
+    world.handler.scoring.cache_clear()
+    # when a batch arrives, then it fails as a whole (Lambda retries it): no default score
+    with pytest.raises(Exception, match="no-such-model"):
+        world.handler.handler(kinesis_event([body(1)]), Context())
+    assert stored(world) == {}
+
+
+def test_stream_alerts_once_per_high_risk_transaction(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given every score is high risk, and a spy on the bus
+    monkeypatch.setenv(c.ENV_DECISION_THRESHOLD, "0")
+    world.handler.scoring.cache_clear()
+    alerts = world.handler.scoring().alerts
+    published: list[dict[str, Any]] = []
+    real = alerts.client.put_events
+
+    def spy(**kwargs: Any) -> Any:
+        published.extend(kwargs["Entries"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(alerts.client, "put_events", spy)
+    event = kinesis_event([body(1), body(2, 5)])
+    # when the batch is delivered twice
+    world.handler.handler(event, Context())
+    world.handler.handler(event, Context())
+    # then one alert per transaction, carrying the prediction (its id dedupes)
+    details = [json.loads(e["Detail"]) for e in published]
+    assert sorted(d["transaction_id"] for d in details) == [1, 2]
+    assert {e["DetailType"] for e in published} == {"HighRiskTransaction"}
+    assert {i["alert"]["S"] for i in stored(world).values()} == {"sent"}
+
+
+def test_stream_alert_outage_retries_and_alerts_on_redelivery(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the bus is down during the first delivery
+    monkeypatch.setenv(c.ENV_DECISION_THRESHOLD, "0")
+    world.handler.scoring.cache_clear()
+    alerts = world.handler.scoring().alerts
+    real = alerts.client.put_events
+
+    def down(**kwargs: Any) -> Any:
+        raise RuntimeError("EventBridge unavailable")
+
+    monkeypatch.setattr(alerts.client, "put_events", down)
+    event = kinesis_event([body(1)])
+    # then every record of the batch failed: Powertools raises (Lambda retries it all)
+    from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+    with pytest.raises(BatchProcessingError, match="All records failed"):
+        world.handler.handler(event, Context())
+    assert stored(world)[1]["alert"]["S"] == "pending"
+    # when the record is delivered again with the bus back
+    monkeypatch.setattr(alerts.client, "put_events", real)
+    assert failures(world.handler.handler(event, Context())) == []
+    # then the stored prediction's alert went out
+    assert stored(world)[1]["alert"]["S"] == "sent"
+
+
+def test_stream_scores_the_challenger_in_shadow(
+    world: World, artifact: Path, tmp_path: Path
+) -> None:
+    # given a challenger next to the champion
+    other = tmp_path / "challenger"
+    save(other, "logistic_regression", seed=2)
+    registry = open_registry(f"s3://{BUCKET}/registry", s3_client=world.s3)
+    challenger = registry.push(other).version
+    registry.promote("fraud-test", challenger, "challenger")
+    world.handler.scoring.cache_clear()
+    # when
+    world.handler.handler(kinesis_event([body(1)]), Context())
+    # then the champion decides and the challenger's score rides along
+    prediction = c.Prediction.model_validate_json(stored(world)[1]["body"]["S"])
+    assert prediction.challenger_version == challenger
+    assert prediction.model_version != challenger
+    assert prediction.challenger_score is not None
