@@ -322,3 +322,64 @@ def test_stream_scores_the_challenger_in_shadow(
     assert prediction.challenger_version == challenger
     assert prediction.model_version != challenger
     assert prediction.challenger_score is not None
+
+
+def test_stream_day_replay_equals_the_offline_table(
+    world: World, artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a small simulation, and the online state warmed to the start of its last day
+    import numpy as np
+
+    from models import datasets
+    from models.artifact import load_artifact
+    from models.features.offline import compute_features
+    from models.features.replay import history_events
+    from rtml import cli
+
+    sim_dir = tmp_path / "sim"
+    sizes = ["--customers", "40", "--terminals", "80", "--days", "40", "--radius", "20"]
+    assert cli.main(["simulate", *sizes, "--out", str(sim_dir)]) == 0
+    table = datasets.read_dataset(sim_dir, c.TRANSACTIONS_COLUMNS)
+    day = datetime(2018, 5, 10)  # the last day of 40 from 2018-04-01
+    args = ["features", "materialize", "--in", str(sim_dir), "--table", STATE]
+    assert cli.main([*args, "--as-of", (day - timedelta(seconds=1)).isoformat()]) == 0
+    capsys.readouterr()
+    # when that day's transactions and chargebacks stream through the handler, in order
+    start = int(day.replace(tzinfo=UTC).timestamp())
+    events, _ = history_events(table, timedelta(days=7), "chargebacks")
+    payloads = []
+    for e in events:
+        delivered = e.time + 7 * 86_400 * e.is_label
+        if not start <= delivered < start + 86_400:
+            continue
+        fields = {
+            "transaction_id": e.transaction_id,
+            "tx_datetime": datetime.fromtimestamp(e.time, UTC).replace(tzinfo=None).isoformat(),
+            "customer_id": e.customer_id,
+            "terminal_id": e.terminal_id,
+        }
+        if e.is_label:
+            fields |= {"event_type": "label", "tx_fraud": int(e.values["TX_FRAUD"])}
+        else:
+            fields["tx_amount"] = e.values["TX_AMOUNT"]
+        payloads.append(json.dumps(fields).encode())
+    for k in range(0, len(payloads), 100):
+        chunk = kinesis_event(payloads[k : k + 100], first_sequence=k + 1)
+        assert failures(world.handler.handler(chunk, Context())) == []
+    # then every prediction's features equal the offline table's, and its score the
+    # same model's on those offline features
+    offline = compute_features(table)
+    ids = table.column("TRANSACTION_ID").to_pylist()
+    row_of = {tx: i for i, tx in enumerate(ids)}
+    model = load_artifact(artifact)
+    predictions = [c.Prediction.model_validate_json(i["body"]["S"]) for i in stored(world).values()]
+    assert len(predictions) == sum(1 for p in payloads if b'"label"' not in p) > 50
+    worst_feature = worst_score = 0.0
+    for p in predictions:
+        row = row_of[p.transaction_id]
+        expected = {name: float(values[row]) for name, values in offline.items()}
+        worst_feature = max(worst_feature, *(abs(p.features[n] - v) for n, v in expected.items()))
+        worst_score = max(worst_score, abs(p.score - model.score(model.vector(expected))))
+    assert worst_feature <= 1e-9
+    assert worst_score <= 1e-6
+    assert np.isfinite(worst_score)
