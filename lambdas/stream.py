@@ -55,7 +55,7 @@ class StreamSettings(BaseModel):
     max_clock_skew_seconds: int | None = Field(None, ge=0, alias=c.ENV_MAX_CLOCK_SKEW)
     ab_share: float = Field(0.0, ge=0, le=1, alias=c.ENV_AB_SHARE)
     prediction_ttl_days: int = Field(90, ge=1, alias=c.ENV_PREDICTION_TTL_DAYS)
-    save_workers: int = Field(16, ge=1, le=64, alias=c.ENV_SAVE_WORKERS)
+    save_workers: int = Field(32, ge=1, le=64, alias=c.ENV_SAVE_WORKERS)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StreamSettings:

@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from models import contracts as c
-from models.aws_sinks import create_predictions_table
+from models.aws_sinks import create_predictions_table, decode_body
 from models.features import dynamodb_store as ddb
 from models.registry import open_registry
 from tests.functional.conftest import REGION
@@ -154,10 +154,10 @@ def test_stream_scores_a_batch_and_archives_it(world: World) -> None:
     assert failures(response) == []
     predictions = stored(world)
     assert sorted(predictions) == [1, 2, 3]
-    first = c.Prediction.model_validate_json(predictions[1]["body"]["S"])
+    first = decode_body(predictions[1])
     assert first.path == "stream" and first.model_name == "fraud-test"
     assert first.features["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 1
-    second = c.Prediction.model_validate_json(predictions[2]["body"]["S"])
+    second = decode_body(predictions[2])
     assert second.features["CUSTOMER_ID_NB_TX_1DAY_WINDOW"] == 2  # fresh to the second
     # and the archive holds them under the transactions' day
     listing = world.s3.list_objects_v2(Bucket=BUCKET, Prefix="predictions/date=2018-04-01/")
@@ -318,7 +318,7 @@ def test_stream_scores_the_challenger_in_shadow(
     # when
     world.handler.handler(kinesis_event([body(1)]), Context())
     # then the champion decides and the challenger's score rides along
-    prediction = c.Prediction.model_validate_json(stored(world)[1]["body"]["S"])
+    prediction = decode_body(stored(world)[1])
     assert prediction.challenger_version == challenger
     assert prediction.model_version != challenger
     assert prediction.challenger_score is not None
@@ -372,7 +372,7 @@ def test_stream_day_replay_equals_the_offline_table(
     ids = table.column("TRANSACTION_ID").to_pylist()
     row_of = {tx: i for i, tx in enumerate(ids)}
     model = load_artifact(artifact)
-    predictions = [c.Prediction.model_validate_json(i["body"]["S"]) for i in stored(world).values()]
+    predictions = [decode_body(i) for i in stored(world).values()]
     assert len(predictions) == sum(1 for p in payloads if b'"label"' not in p) > 50
     worst_feature = worst_score = 0.0
     for p in predictions:
