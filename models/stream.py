@@ -170,6 +170,13 @@ class StreamScoring:
         for (i, raw), result in zip(valid, scored, strict=True):
             if result.error is not None:
                 outcomes[i] = RecordOutcome("retry", f"feature state: {result.error}")
+            elif "conflict" in result.outcomes.values():
+                entities = sorted(k for k, o in result.outcomes.items() if o == "conflict")
+                reason = (
+                    f"transaction_id: {raw.transaction_id} is already held with another time"
+                    f" or amount ({', '.join(entities)}): another transaction reusing the id"
+                )
+                letters.append((i, DeadLetter(reason, "transaction_id", records[i])))
             elif result.features is not None:
                 at = datetime.fromtimestamp(raw.time, UTC).replace(tzinfo=None)
                 rows.append(

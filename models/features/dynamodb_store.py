@@ -306,6 +306,7 @@ def _merge_parts(
         state.labelled.update(labelled)
     tiles.loaded.update(k for k, _, _ in parts)
     state.keys = keys + state.keys
+    state._ids = None
     state.values = [a + b for a, b in zip(columns, state.values, strict=True)]
 
 

@@ -49,8 +49,8 @@ Event = TransactionEvent | LabelEvent
 EntityKey = tuple[str, int]
 """(entity key column, entity id), e.g. ("TERMINAL_ID", 42)."""
 
-COUNTERS = ("applied", "duplicate", "late", "expired", "labels", "labels_pending")
-UNCHANGED = frozenset({"duplicate", "expired"})
+COUNTERS = ("applied", "duplicate", "late", "expired", "labels", "labels_pending", "conflict")
+UNCHANGED = frozenset({"duplicate", "expired", "conflict"})
 """Outcomes that leave an entity's events as they were (nothing to write)."""
 
 
@@ -170,6 +170,13 @@ class EntityState:
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     tiles: Tiles | None = None
     """Sealed older events of a busy entity (None: every event is in ``keys``)."""
+    _ids: set[int] | None = field(default=None, repr=False, compare=False)
+
+    def holds_id(self, tx_id: int) -> bool:
+        """Whether an event with this id is present (a set built once, kept up to date)."""
+        if self._ids is None:
+            self._ids = {tx for _, tx in self.keys}
+        return tx_id in self._ids
 
     def copy(self) -> EntityState:
         """An independent copy (lookups fold events into copies)."""
@@ -247,8 +254,17 @@ class EntityMachine:
         k = None if self._expired(state, time) else self._sealed_tile(state, time, tx_id)
         if self._expired(state, time):
             outcome = "expired"
-        elif state.position(time, tx_id) is not None:
-            outcome = "duplicate"
+        elif (at := state.position(time, tx_id)) is not None:
+            # a redelivery carries the same values; other values under the same key are
+            # another transaction reusing the id: refused, never applied
+            same = all(
+                state.values[i][at] == float(values[f])
+                for i, f in enumerate(self.fields)
+                if f not in self._label_fields
+            )
+            outcome = "duplicate" if same else "conflict"
+        elif state.holds_id(tx_id):
+            outcome = "conflict"  # the id is held at another time
         else:
             outcome = "late" if state.latest is not None and time < state.latest else "applied"
             label = state.pending.pop(tx_id, None)
@@ -256,6 +272,8 @@ class EntityMachine:
                 state.labelled.add(tx_id)
             i = bisect.bisect_left(state.keys, (time, tx_id))
             state.keys.insert(i, (time, tx_id))
+            if state._ids is not None:
+                state._ids.add(tx_id)
             for f, column in zip(self.fields, state.values, strict=True):
                 if f in self._label_fields:
                     column.insert(i, label[1].get(f, 0.0) if label else 0.0)
@@ -351,6 +369,7 @@ class EntityMachine:
             return
         if state.labelled:
             state.labelled.difference_update(tx_id for _, tx_id in state.keys[lo:hi])
+        state._ids = None
         del state.keys[lo:hi]
         for column in state.values:
             del column[lo:hi]

@@ -383,3 +383,17 @@ def test_stream_day_replay_equals_the_offline_table(
     assert worst_feature <= 1e-9
     assert worst_score <= 1e-6
     assert np.isfinite(worst_score)
+
+
+def test_stream_dead_letters_a_reused_transaction_id(world: World) -> None:
+    world.handler.handler(kinesis_event([body(1)]), Context())
+    state_before = world.dynamodb.scan(TableName=STATE)["Items"]
+    # when another transaction arrives under the same id (another amount)
+    reused = body(1, tx_amount=999.0)
+    response = world.handler.handler(kinesis_event([reused], first_sequence=5), Context())
+    # then it is dead-lettered with its reason, and neither state nor prediction changes
+    assert failures(response) == []
+    (letter,) = dead_letters(world)
+    assert letter["field"] == "transaction_id" and "reusing the id" in letter["reason"]
+    assert world.dynamodb.scan(TableName=STATE)["Items"] == state_before
+    assert decode_body(stored(world)[1]).features["TX_AMOUNT"] == 26.5

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import pytest
@@ -152,3 +152,21 @@ def test_online_rejects_bad_events_with_typed_errors() -> None:
             '{"transaction_id":1,"tx_datetime":"2018-04-01T00:00:00Z","customer_id":1,'
             '"terminal_id":1,"tx_amount":1}'
         )
+
+
+def test_online_same_id_with_other_values_is_a_conflict_never_applied(
+    engine: OnlineFeatures,
+) -> None:
+    engine.process([tx(1, T0, 10.0)])
+    # when the id comes back with another amount, or at another time
+    other_amount, other_time = engine.process(
+        [tx(1, T0, 99.0), tx(1, T0 + timedelta(minutes=5), 10.0, customer=1, terminal=8)]
+    )
+    # then both are refused by the card, whose state keeps the first transaction only
+    assert other_amount.outcomes["CUSTOMER_ID"] == "conflict"
+    assert other_time.outcomes["CUSTOMER_ID"] == "conflict"
+    states = engine.store.load({("CUSTOMER_ID", 1): []}, engine.machines)
+    card = states[("CUSTOMER_ID", 1)]
+    assert card.keys == [(int(T0.replace(tzinfo=UTC).timestamp()), 1)]
+    assert card.values == [[10.0]]
+    assert card.counters["conflict"] == 2
