@@ -367,9 +367,11 @@ class EntityMachine:
     def _drop(state: EntityState, lo: int, hi: int) -> None:
         if hi <= lo:
             return
+        dropped = [tx_id for _, tx_id in state.keys[lo:hi]]
         if state.labelled:
-            state.labelled.difference_update(tx_id for _, tx_id in state.keys[lo:hi])
-        state._ids = None
+            state.labelled.difference_update(dropped)
+        if state._ids is not None:
+            state._ids.difference_update(dropped)
         del state.keys[lo:hi]
         for column in state.values:
             del column[lo:hi]
@@ -446,14 +448,14 @@ class EntityMachine:
         for length, aggregations in self._plan:
             lo_key = (time - delay - length, MAX_ID)
             lo = bisect.bisect_right(keys, lo_key)
-            if tiles is None or lo_key >= tiles.frontier:
-                spans, whole = [(lo, hi)], None
-            else:
-                spans, whole = self._tiled_spans(state, tiles, lo_key, hi_key=hi_key, lo=lo, hi=hi)
+            if tiles is None or lo_key >= tiles.frontier:  # all raw: the common case
+                self._raw_window(out, state, aggregations, lo, hi)
+                continue
+            spans, whole = self._tiled_spans(state, tiles, lo_key, hi_key=hi_key, lo=lo, hi=hi)
             spans = [(a, b) for a, b in spans if b > a]
             count = sum(b - a for a, b in spans)
             if whole is not None:
-                count += sum(tiles.counts[whole[0] : whole[1]])  # type: ignore[union-attr]
+                count += sum(tiles.counts[whole[0] : whole[1]])
             for name, kind, index in aggregations:
                 if index < 0:
                     out[name] = count
@@ -465,11 +467,37 @@ class EntityMachine:
                 stat = "sum" if kind in ("sum", "mean", "ratio") else kind
                 parts = [_reduce(stat, column[a:b]) for a, b in spans]
                 if whole is not None and whole[1] > whole[0]:
-                    tile_stats = tiles.stats[(index, stat)]  # type: ignore[union-attr]
+                    tile_stats = tiles.stats[(index, stat)]
                     parts.append(_reduce(stat, tile_stats[whole[0] : whole[1]]))
                 value = parts[0] if len(parts) == 1 else _reduce(stat, parts)
                 out[name] = value / count if kind in ("mean", "ratio") else value
         return out
+
+    @staticmethod
+    def _raw_window(
+        out: dict[str, float | int],
+        state: EntityState,
+        aggregations: Sequence[tuple[str, str, int]],
+        lo: int,
+        hi: int,
+    ) -> None:
+        """One window's aggregations over raw events ``lo:hi`` (lo <= hi)."""
+        count = hi - lo
+        for name, kind, index in aggregations:
+            if index < 0:
+                out[name] = count
+                continue
+            vals = state.values[index][lo:hi]
+            if not vals:
+                out[name] = 0.0
+            elif kind == "max":
+                out[name] = max(vals)
+            elif kind == "min":
+                out[name] = min(vals)
+            elif kind == "sum":
+                out[name] = sum(vals)
+            else:  # mean, ratio
+                out[name] = sum(vals) / count
 
     @staticmethod
     def _tiled_spans(
