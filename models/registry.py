@@ -133,7 +133,7 @@ class AliasChange(_Doc):
     name: str
     alias: Alias
     segment: str | None
-    action: Literal["promote", "rollback"]
+    action: Literal["promote", "rollback", "unset"]
     from_version: str | None = Field(description="what the alias resolved to before")
     to_version: str | None = Field(description="what it resolves to after")
     actor: str
@@ -635,12 +635,33 @@ class ModelRegistry:
         assert change_made is not None  # rollback always changes something or raises
         return change_made
 
+    def unset(self, name: str, alias: str, segment: str | None = None) -> AliasChange | None:
+        """Remove ``alias`` (of ``segment``, else its default), e.g. to switch a shadow
+        challenger off; serving loaders drop it at their next re-check. None if unset already.
+        """
+        alias_ = _check_alias(alias)
+        if segment is not None:
+            _check_name("segment", segment)
+
+        def change(entry: AliasEntry) -> tuple[AliasEntry, str | None] | None:
+            if segment is None:
+                if entry.default is None:
+                    return None
+                return entry.model_copy(update={"default": None}), None
+            if segment not in entry.segments:
+                return None
+            segments = {s: t for s, t in entry.segments.items() if s != segment}
+            fallback = entry.default.version if entry.default else None
+            return entry.model_copy(update={"segments": segments}), fallback
+
+        return self._update(name, alias_, segment, "unset", change)
+
     def _update(
         self,
         name: str,
         alias: Alias,
         segment: str | None,
-        action: Literal["promote", "rollback"],
+        action: Literal["promote", "rollback", "unset"],
         change: Callable[[AliasEntry], tuple[AliasEntry, str | None] | None],
     ) -> AliasChange | None:
         """Read, change one alias entry, compare-and-swap; retry only if *another* entry moved."""
@@ -788,9 +809,8 @@ class ModelLoader:
             assert self._doc is not None
             current = self._serving.get(segment)
             version = self._doc.resolve(self.alias, segment)
-            if version is None:
-                if current is not None:
-                    return current
+            if version is None:  # unset (e.g. a challenger switched off): stop serving it
+                self._serving.pop(segment, None)
                 raise AliasNotFoundError(
                     f"{self.name} has no {self.alias} for {segment or 'default'}"
                 )

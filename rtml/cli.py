@@ -384,6 +384,13 @@ def _add_models(sub: Any) -> None:
     rollback.add_argument("--alias", required=True, choices=("champion", "challenger"))
     rollback.add_argument("--segment", default=None, help="only for this segment")
     rollback.set_defaults(func=_run_models, verb_func=_models_rollback)
+    unset = verbs.add_parser(
+        "unset", parents=[common], help="remove an alias (e.g. switch a shadow challenger off)"
+    )
+    unset.add_argument("name", metavar="NAME")
+    unset.add_argument("--alias", required=True, choices=("champion", "challenger"))
+    unset.add_argument("--segment", default=None, help="only this segment's override")
+    unset.set_defaults(func=_run_models, verb_func=_models_unset)
 
     history = verbs.add_parser("history", parents=[common], help="every alias change of a model")
     history.add_argument("name", metavar="NAME")
@@ -453,6 +460,15 @@ def _models_promote(registry: Any, args: argparse.Namespace) -> None:
 def _models_rollback(registry: Any, args: argparse.Namespace) -> None:
     change = registry.rollback(args.name, args.alias, segment=args.segment)
     _emit(change.model_dump(mode="json"), args.json)
+
+
+def _models_unset(registry: Any, args: argparse.Namespace) -> None:
+    change = registry.unset(args.name, args.alias, segment=args.segment)
+    where = f"{args.name} {args.alias}" + (f" segment {args.segment}" if args.segment else "")
+    _emit(
+        change.model_dump(mode="json") if change else {"unchanged": f"{where} was not set"},
+        args.json,
+    )
 
 
 def _models_history(registry: Any, args: argparse.Namespace) -> None:

@@ -458,3 +458,26 @@ def test_cli_models_verbs(
     assert cli.main(["models", "rollback", NAME, "--alias", "champion"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("rtml: error:") and "roll back" in err[-1]
+
+
+def test_unset_challenger_stops_the_shadow_at_the_next_recheck(
+    registry: ModelRegistry, artifacts: list[Path], tmp_path: Path
+) -> None:
+    # given a challenger served by a loader
+    v0, v1 = (registry.push(a).version for a in artifacts[:2])
+    registry.promote(NAME, v0, "champion")
+    registry.promote(NAME, v1, "challenger")
+    clock = Clock()
+    challenger = ModelLoader(
+        registry, NAME, "challenger", recheck_seconds=30, clock=clock, cache_dir=tmp_path / "c"
+    )
+    assert challenger.get().version == v1
+    # when it is unset (audited), then after the re-check the loader serves nothing
+    change = registry.unset(NAME, "challenger")
+    assert change is not None and change.action == "unset" and change.to_version is None
+    assert registry.unset(NAME, "challenger") is None  # already unset: no change
+    clock.now += 30
+    with pytest.raises(AliasNotFoundError):
+        challenger.get()
+    assert [c.action for c in registry.history(NAME)][-1] == "unset"
+    assert registry.resolve(NAME, "champion") == v0
