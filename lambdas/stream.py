@@ -56,6 +56,7 @@ class StreamSettings(BaseModel):
     ab_share: float = Field(0.0, ge=0, le=1, alias=c.ENV_AB_SHARE)
     prediction_ttl_days: int = Field(90, ge=1, alias=c.ENV_PREDICTION_TTL_DAYS)
     save_workers: int = Field(32, ge=1, le=64, alias=c.ENV_SAVE_WORKERS)
+    alias_recheck_seconds: float = Field(60.0, ge=0, alias=c.ENV_ALIAS_RECHECK_SECONDS)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StreamSettings:
@@ -79,9 +80,12 @@ def scoring() -> StreamScoring:
     settings = StreamSettings.from_env()
     dynamodb = boto3.client("dynamodb")
     registry = open_registry(settings.registry, s3_client=boto3.client("s3"))
+    recheck = settings.alias_recheck_seconds
     router = ModelRouter(
-        champion=ModelLoader(registry, settings.model_name, "champion"),
-        challenger=ModelLoader(registry, settings.model_name, "challenger"),
+        champion=ModelLoader(registry, settings.model_name, "champion", recheck_seconds=recheck),
+        challenger=ModelLoader(
+            registry, settings.model_name, "challenger", recheck_seconds=recheck
+        ),
         ab_share=settings.ab_share,
     )
     skew = settings.max_clock_skew_seconds

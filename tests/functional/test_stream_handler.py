@@ -397,3 +397,35 @@ def test_stream_dead_letters_a_reused_transaction_id(world: World) -> None:
     assert letter["field"] == "transaction_id" and "reusing the id" in letter["reason"]
     assert world.dynamodb.scan(TableName=STATE)["Items"] == state_before
     assert decode_body(stored(world)[1]).features["TX_AMOUNT"] == 26.5
+
+
+def test_stream_hot_swaps_between_batches_and_keeps_serving_on_a_broken_model(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a function that re-reads the aliases on every batch
+    monkeypatch.setenv(c.ENV_ALIAS_RECHECK_SECONDS, "0")
+    world.handler.scoring.cache_clear()
+    registry = open_registry(f"s3://{BUCKET}/registry", s3_client=world.s3)
+    first = registry.resolve("fraud-test", "champion")
+    world.handler.handler(kinesis_event([body(1)]), Context())
+    # when a new champion is promoted between two batches (no redeploy)
+    newer = tmp_path / "v2"
+    save(newer, "logistic_regression", seed=3)
+    second = registry.push(newer).version
+    registry.promote("fraud-test", second, "champion")
+    world.handler.handler(kinesis_event([body(2, 5)], first_sequence=2), Context())
+    # then the next batch is scored by it
+    assert decode_body(stored(world)[1]).model_version == first
+    assert decode_body(stored(world)[2]).model_version == second
+    # when the next champion is broken (its model file corrupted after push)
+    broken = tmp_path / "v3"
+    save(broken, "logistic_regression", seed=4)
+    third = registry.push(broken).version
+    key = f"registry/models/fraud-test/versions/{third}/model.json"
+    data = world.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    world.s3.put_object(Bucket=BUCKET, Key=key, Body=data.replace(b"coef", b"coef ", 1))
+    registry.promote("fraud-test", third, "champion")
+    response = world.handler.handler(kinesis_event([body(3, 9)], first_sequence=3), Context())
+    # then the working model keeps serving, and the record is scored
+    assert failures(response) == []
+    assert decode_body(stored(world)[3]).model_version == second
