@@ -251,8 +251,9 @@ class EntityMachine:
         self, state: EntityState, tx_id: int, time: int, values: dict[str, float]
     ) -> str:
         """Fold a transaction in; returns what happened (a counter name)."""
-        k = None if self._expired(state, time) else self._sealed_tile(state, time, tx_id)
-        if self._expired(state, time):
+        expired = self._expired(state, time)
+        k = None if expired or state.tiles is None else self._sealed_tile(state, time, tx_id)
+        if expired:
             outcome = "expired"
         elif (at := state.position(time, tx_id)) is not None:
             # a redelivery carries the same values; other values under the same key are
@@ -292,8 +293,9 @@ class EntityMachine:
     ) -> str:
         """Fill in label fields of a transaction (or keep them until it arrives)."""
         labels = {f: float(v) for f, v in labels.items() if f in self._label_fields}
-        k = None if self._expired(state, time) else self._sealed_tile(state, time, tx_id)
-        if self._expired(state, time):
+        expired = self._expired(state, time)
+        k = None if expired or state.tiles is None else self._sealed_tile(state, time, tx_id)
+        if expired:
             outcome = "expired"
         elif (i := state.position(time, tx_id)) is not None:
             current = {f: state.values[self._field_index[f]][i] for f in labels}
