@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -129,13 +129,30 @@ def _emit_metrics(records: list[StreamRecord], outcomes: list[RecordOutcome]) ->
     for status, n in counts.items():
         metrics.add_metric(f"Records_{status}", MetricUnit.Count, n)
     predictions = [o.prediction for o in outcomes if o.prediction is not None]
-    if predictions:
-        high = sum(p.decision == "high_risk" for p in predictions)
-        metrics.add_metric("HighRiskShare", MetricUnit.Percent, 100 * high / len(predictions))
-        now = datetime.now(UTC)
-        lags = [(now - r.arrival).total_seconds() for r in records]
-        metrics.add_metric("ArrivalLagMax", MetricUnit.Seconds, max(lags))
-        metrics.add_metadata("model_version", predictions[0].model_version)
+    if not predictions:
+        return
+    high = sum(p.decision == "high_risk" for p in predictions)
+    metrics.add_metric("HighRiskShare", MetricUnit.Percent, 100 * high / len(predictions))
+    metrics.add_metric(
+        "ScoreMean", MetricUnit.NoUnit, sum(p.score for p in predictions) / len(predictions)
+    )
+    buckets = [0] * 10  # the score distribution, for drift and stuck-score alarms
+    for p in predictions:
+        buckets[min(9, int(p.score * 10))] += 1
+    for k, n in enumerate(buckets):
+        metrics.add_metric(f"Score_{k}", MetricUnit.Count, n)
+    now = datetime.now(UTC)
+    metrics.add_metric(
+        "ArrivalLagMax", MetricUnit.Seconds, max((now - r.arrival).total_seconds() for r in records)
+    )
+    per_version: dict[str, int] = {}
+    for p in predictions:
+        per_version[p.model_version] = per_version.get(p.model_version, 0) + 1
+    for version, n in per_version.items():  # the model version in service, as a dimension
+        with single_metric(
+            name="Predictions", unit=MetricUnit.Count, value=n, namespace=metrics.namespace
+        ) as metric:
+            metric.add_dimension(name="ModelVersion", value=version)
 
 
 @metrics.log_metrics

@@ -144,12 +144,21 @@ def failures(response: dict[str, Any]) -> list[str]:
     return [f["itemIdentifier"] for f in response["batchItemFailures"]]
 
 
-def test_stream_scores_a_batch_and_archives_it(world: World) -> None:
+def test_stream_scores_a_batch_and_archives_it(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
     # given three transactions and a label
     label = body(1, event_type="label", tx_amount=..., tx_fraud=1)
     event = kinesis_event([body(1), body(2, 5), body(3, 9, customer=2), label])
     # when
     response = world.handler.handler(event, Context())
+    # then EMF metrics: counts per outcome, the score distribution, the model version
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "_aws" in line]
+    names = {
+        m["Name"] for e in emitted for d in e["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]
+    }
+    assert {"RecordsIn", "Records_scored", "Records_labelled", "Score_0", "HighRiskShare"} <= names
+    assert any(e.get("ModelVersion") for e in emitted)
     # then nothing to retry, three predictions stored with the model version
     assert failures(response) == []
     predictions = stored(world)
