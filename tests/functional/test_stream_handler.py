@@ -438,3 +438,20 @@ def test_stream_hot_swaps_between_batches_and_keeps_serving_on_a_broken_model(
     # then the working model keeps serving, and the record is scored
     assert failures(response) == []
     assert decode_body(stored(world)[3]).model_version == second
+
+
+def test_stream_chargeback_raises_the_terminal_risk(world: World) -> None:
+    # given a transaction at terminal 7, charged back a week later
+    day = 24 * 60
+    world.handler.handler(kinesis_event([body(1, 0, customer=1)]), Context())
+    chargeback = body(1, 0, customer=1, event_type="label", tx_amount=..., tx_fraud=1)
+    response = world.handler.handler(kinesis_event([chargeback], first_sequence=2), Context())
+    assert failures(response) == []
+    # when another card pays at the terminal the day after the chargeback
+    world.handler.handler(
+        kinesis_event([body(2, 8 * day, customer=2)], first_sequence=3), Context()
+    )
+    # then its terminal features count the fraud (labels are known a week late)
+    features = decode_body(stored(world)[2]).features
+    assert features["TERMINAL_ID_NB_TX_7DAY_WINDOW"] == 1
+    assert features["TERMINAL_ID_RISK_7DAY_WINDOW"] == 1.0
