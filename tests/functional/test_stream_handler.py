@@ -455,3 +455,23 @@ def test_stream_chargeback_raises_the_terminal_risk(world: World) -> None:
     features = decode_body(stored(world)[2]).features
     assert features["TERMINAL_ID_NB_TX_7DAY_WINDOW"] == 1
     assert features["TERMINAL_ID_RISK_7DAY_WINDOW"] == 1.0
+
+
+def test_stream_ab_share_lets_the_challenger_decide(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a challenger and an A/B share of all customers
+    other = tmp_path / "challenger"
+    save(other, "logistic_regression", seed=2)
+    registry = open_registry(f"s3://{BUCKET}/registry", s3_client=world.s3)
+    champion = registry.resolve("fraud-test", "champion")
+    challenger = registry.push(other).version
+    registry.promote("fraud-test", challenger, "challenger")
+    monkeypatch.setenv(c.ENV_AB_SHARE, "1")
+    world.handler.scoring.cache_clear()
+    # when
+    world.handler.handler(kinesis_event([body(1), body(2, 5, customer=3)]), Context())
+    # then the challenger decides and the champion runs in shadow
+    for prediction in map(decode_body, stored(world).values()):
+        assert prediction.model_version == challenger
+        assert prediction.challenger_version == champion
