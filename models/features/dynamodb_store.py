@@ -71,6 +71,8 @@ BATCH_GET_LIMIT = 100
 BATCH_WRITE_LIMIT = 25
 TRANSACT_LIMIT = 100
 MAX_ITEM_BYTES = 350_000  # DynamoDB's limit is 400 KB; keep a margin
+MAX_DIRTY_PARTS = TRANSACT_LIMIT - 10
+"""Parts one batch may change in an entity before the engine writes it mid-batch."""
 TILE_LADDER = (900, 1800, 3600, 7200, 14_400, 28_800, 86_400, 172_800, 345_600, 604_800)
 """Tile lengths a tiled entity may get, in seconds (15 minutes to a week)."""
 RETRYABLE_CANCELLATIONS = frozenset(
@@ -517,9 +519,18 @@ class DynamoDBStateStore:
             state.tiles.dirty.clear()
 
     def _items(
-        self, key: EntityKey, state: EntityState, machine: EntityMachine
+        self,
+        key: EntityKey,
+        state: EntityState,
+        machine: EntityMachine,
+        *,
+        max_parts: int = TRANSACT_LIMIT - 1,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The main item (version + 1) and the changed tile parts of a state, sealed as due."""
+        """The main item (version + 1) and the changed tile parts of a state, sealed as due.
+
+        ``max_parts``: how many parts one write may carry (a transaction takes 100 items;
+        a bulk write has no such limit).
+        """
         pk = self.pk(key)
         now = int(self.clock())
         data = encode_main(state, machine)
@@ -535,7 +546,7 @@ class DynamoDBStateStore:
         if unsealed > self._seal_threshold(size - unsealed):
             tiles = state.tiles
             seconds = tiles.seconds if tiles is not None else self._choose_tile(state, machine)
-            room = TRANSACT_LIMIT - 1 - (len(tiles.dirty) if tiles is not None else 0)
+            room = max_parts - (len(tiles.dirty) if tiles is not None else 0)
             machine.seal(state, seconds, self.max_part_events, max_parts=max(0, room))
             main["d"] = {"B": encode_main(state, machine)}
             size = item_size(main)
@@ -562,7 +573,7 @@ class DynamoDBStateStore:
         written = 0
         for key, state in states.items():
             state.version = 0
-            main, parts = self._items(key, state, machines[key[0]])
+            main, parts = self._items(key, state, machines[key[0]], max_parts=2**31)
             items += [main, *parts]
             state.version = 1
             if state.tiles is not None:

@@ -427,6 +427,7 @@ class EntityMachine:
                 tiles.parts.insert(i, 0)
                 for (_, stat), column in tiles.stats.items():
                     column.insert(i, _EMPTY[stat])
+                tiles.loaded.add(k)  # every event of a new tile is in hand
             p = tiles.parts[i]
             tiles.parts[i] += 1
             tiles.part_firsts.setdefault(k, {})[p] = keys[end]
@@ -657,8 +658,11 @@ class OnlineFeatures:
         sleep: Callable[[float], None] = time.sleep,
         *,
         save_workers: int = 1,
+        flush_parts: int = 90,
     ) -> None:
         self.store = store
+        self.flush_parts = flush_parts
+        """Write an entity mid-batch once its changes span this many tile parts."""
         self._pool = ThreadPoolExecutor(save_workers) if save_workers > 1 else None
         self.spec = spec
         self.machines = {e.key: EntityMachine(e) for e in spec.entities}
@@ -708,6 +712,7 @@ class OnlineFeatures:
             requests = {k: self._touches(events, idx) for k, idx in pending.items()}
             states = self.store.load(requests, self.machines)
             changed: list[EntityKey] = []
+            mid_batch_errors: dict[EntityKey, Exception] = {}
             for k, idx in pending.items():
                 machine, state = self.machines[k[0]], states[k]
                 dirty = False
@@ -724,10 +729,22 @@ class OnlineFeatures:
                         feats[i].update(machine.features(state, event.time, event.transaction_id))
                     outcomes[i][k[0]] = outcome
                     dirty = dirty or outcome not in UNCHANGED
-                if dirty:
+                    if state.tiles is not None and len(state.tiles.dirty) >= self.flush_parts:
+                        # a write carries at most ~100 items (a transaction): write now,
+                        # the state stays in hand with its new version
+                        error = self._save_all([k], states).get(k)
+                        if error is not None:
+                            break  # conflict: re-read and re-apply; else: failed below
+                        dirty = False
+                else:
+                    error = None
+                if error is not None:
+                    mid_batch_errors[k] = error
+                elif dirty:
                     changed.append(k)
             conflicts: dict[EntityKey, list[int]] = {}
-            for k, error in self._save_all(changed, states).items():
+            errors_now = {**mid_batch_errors, **self._save_all(changed, states)}
+            for k, error in errors_now.items():
                 if isinstance(error, ConflictError):
                     conflicts[k] = pending[k]
                 else:

@@ -551,3 +551,55 @@ def test_materialize_refuses_a_bad_time(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert code == 1
     assert "--as-of" in capsys.readouterr().err
+
+
+def test_labels_spanning_more_parts_than_a_transaction_takes_are_written(
+    dynamodb: DynamoDBClient,
+) -> None:
+    # given a terminal whose 150 transactions sit in 150 sealed tile parts
+    ddb.create_table(dynamodb, TABLE)
+    store = ddb.DynamoDBStateStore(
+        dynamodb, TABLE, item_bytes=0, seal_bytes=0, tile_seconds=900, clock=lambda: NOW
+    )
+    engine, memory = OnlineFeatures(store), OnlineFeatures(MemoryStore())
+    sales = [tx(i, T0 + timedelta(minutes=15 * i), customer=i) for i in range(150)]
+    for start in range(0, 150, 10):
+        engine.process(sales[start : start + 10])
+        memory.process(sales[start : start + 10])
+    # when one batch charges back every one of them (150 parts: over a transaction's 100)
+    chargebacks = [
+        LabelEvent(
+            transaction_id=e.transaction_id,
+            tx_datetime=e.tx_datetime,
+            customer_id=e.customer_id,
+            terminal_id=e.terminal_id,
+            tx_fraud=1,
+        )
+        for e in sales
+    ]
+    got, expected = engine.process(chargebacks), memory.process(chargebacks)
+    # then they are written (mid-batch, in transactions of under 100 items) and counted
+    assert_same_scores(got, expected)
+    later = [tx(999, T0 + timedelta(days=8), customer=999)]
+    assert_same_scores(engine.process(later), memory.process(later))
+    assert engine.process(later)[0].outcomes["TERMINAL_ID"] == "duplicate"
+
+
+def test_materialize_seals_a_busy_entity_whole(dynamodb: DynamoDBClient) -> None:
+    # given a terminal state of 3,000 events over 5 days, never written
+    ddb.create_table(dynamodb, TABLE)
+    memory = OnlineFeatures(MemoryStore())
+    sales = [tx(i, T0 + timedelta(minutes=2 * i), customer=i % 40) for i in range(3000)]
+    memory.process(sales)
+    store = ddb.DynamoDBStateStore(dynamodb, TABLE, tile_seconds=900, clock=lambda: NOW)
+    live: dict[EntityKey, EntityState] = memory.store.states  # type: ignore[attr-defined]
+    states = {k: v.copy() for k, v in live.items()}
+    # when it is written in bulk (no transaction, so no limit of 100 items)
+    store.write_states(states, memory.machines)
+    # then every event is sealed into parts and the main item stays small
+    items = main_items(dynamodb)
+    parts = [k for k in items if k.startswith("TERMINAL_ID#7|T#")]
+    assert len(parts) > 100
+    assert ddb.item_size(items["TERMINAL_ID#7|S"]) < 4096
+    later = [tx(5000, T0 + timedelta(days=8), customer=1)]
+    assert_same_scores(OnlineFeatures(store).process(later), memory.process(later))
