@@ -20,7 +20,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,11 @@ from models.aws_sinks import DynamoDBPredictions, EventBridgeAlerts, S3Archive, 
 from models.contracts import TRANSACTIONS_COLUMNS
 from models.features import dynamodb_store as ddb
 from models.features.online import OnlineFeatures
-from models.features.replay import history_events, states_as_of
+from models.features.replay import delivered_between, states_as_of
 from models.registry import ModelLoader, open_registry
 from models.serving import ModelRouter
 from models.stream import StreamRecord, StreamScoring
+from models.wire import encode_event
 
 
 class FakeAWS(FakeDynamoDB):
@@ -100,30 +101,16 @@ class Delayed:
 def day_records(table: Any, day: datetime) -> list[StreamRecord]:
     """The day's transactions and chargebacks, as Kinesis would deliver them."""
     start = int(day.replace(tzinfo=UTC).timestamp())
-    events, _ = history_events(table, timedelta(days=7), "chargebacks")
-    out = []
-    for k, e in enumerate(events):
-        delivered = e.time + 7 * 86_400 * e.is_label
-        if not start <= delivered < start + 86_400:
-            continue
-        fields: dict[str, Any] = {
-            "transaction_id": e.transaction_id,
-            "tx_datetime": datetime.fromtimestamp(e.time, UTC).replace(tzinfo=None).isoformat(),
-            "customer_id": e.customer_id,
-            "terminal_id": e.terminal_id,
-        }
-        if e.is_label:
-            fields |= {"event_type": "label", "tx_fraud": int(e.values["TX_FRAUD"])}
-        else:
-            fields["tx_amount"] = e.values["TX_AMOUNT"]
-        out.append(
-            StreamRecord(
-                data=json.dumps(fields).encode(),
-                shard_id="shardId-000000000000",
-                sequence_number=f"{k:020d}",
-                arrival=datetime.now(UTC),
-            )
+    events = delivered_between(table, start, start + 86_400, labels="chargebacks")
+    out = [
+        StreamRecord(
+            data=encode_event(e),
+            shard_id="shardId-000000000000",
+            sequence_number=f"{k:020d}",
+            arrival=datetime.now(UTC),
         )
+        for k, e in enumerate(events)
+    ]
     return out
 
 

@@ -12,7 +12,8 @@ record can never be processed, whatever the retries): :class:`InvalidRecordError
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -24,6 +25,7 @@ from models.contracts import (
     TransactionEvent,
 )
 from models.errors import RtmlError
+from models.features.online import RawEvent
 
 Event = TransactionEvent | LabelEvent
 STREAM_EVENT: TypeAdapter[Event] = TypeAdapter(StreamEvent)
@@ -80,3 +82,18 @@ def _refusal(exc: ValidationError) -> InvalidRecordError:
     field, message = reasons[0]
     more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
     return InvalidRecordError(f"{field}: {message}{more}", field)
+
+
+def encode_event(event: RawEvent) -> bytes:
+    """An engine event as a record of this wire format (replays, producers, tests)."""
+    fields: dict[str, object] = {
+        "transaction_id": event.transaction_id,
+        "tx_datetime": datetime.fromtimestamp(event.time, UTC).replace(tzinfo=None).isoformat(),
+        "customer_id": event.customer_id,
+        "terminal_id": event.terminal_id,
+    }
+    if event.is_label:
+        fields |= {"event_type": "label", "tx_fraud": int(event.values["TX_FRAUD"])}
+    else:
+        fields["tx_amount"] = event.values["TX_AMOUNT"]
+    return json.dumps(fields, separators=(",", ":")).encode()

@@ -153,3 +153,13 @@ def states_as_of(
         if progress:
             progress(len(batch))
     return engine, counters
+
+
+def delivered_between(
+    table: pa.Table, start: int, end: int, spec: FeatureSpec = BASELINE, labels: LabelFeed = "all"
+) -> list[RawEvent]:
+    """The events a stream delivers in [start, end) (epoch seconds), in delivery order:
+    transactions at their time, labels the spec's delay later."""
+    delay = max(e.delay_seconds for e in spec.entities)
+    events, _ = history_events(table, timedelta(seconds=delay), labels)
+    return [e for e in events if start <= e.time + (delay if e.is_label else 0) < end]

@@ -342,7 +342,8 @@ def test_stream_day_replay_equals_the_offline_table(
     from models import datasets
     from models.artifact import load_artifact
     from models.features.offline import compute_features
-    from models.features.replay import history_events
+    from models.features.replay import delivered_between
+    from models.wire import encode_event
     from rtml import cli
 
     sim_dir = tmp_path / "sim"
@@ -355,23 +356,8 @@ def test_stream_day_replay_equals_the_offline_table(
     capsys.readouterr()
     # when that day's transactions and chargebacks stream through the handler, in order
     start = int(day.replace(tzinfo=UTC).timestamp())
-    events, _ = history_events(table, timedelta(days=7), "chargebacks")
-    payloads = []
-    for e in events:
-        delivered = e.time + 7 * 86_400 * e.is_label
-        if not start <= delivered < start + 86_400:
-            continue
-        fields = {
-            "transaction_id": e.transaction_id,
-            "tx_datetime": datetime.fromtimestamp(e.time, UTC).replace(tzinfo=None).isoformat(),
-            "customer_id": e.customer_id,
-            "terminal_id": e.terminal_id,
-        }
-        if e.is_label:
-            fields |= {"event_type": "label", "tx_fraud": int(e.values["TX_FRAUD"])}
-        else:
-            fields["tx_amount"] = e.values["TX_AMOUNT"]
-        payloads.append(json.dumps(fields).encode())
+    events = delivered_between(table, start, start + 86_400, labels="chargebacks")
+    payloads = [encode_event(e) for e in events]
     for k in range(0, len(payloads), 100):
         chunk = kinesis_event(payloads[k : k + 100], first_sequence=k + 1)
         assert failures(world.handler.handler(chunk, Context())) == []

@@ -122,3 +122,13 @@ def test_prediction_record_is_strictly_shaped() -> None:
         Prediction(**{**fields, "score": 1.5})
     with pytest.raises(ValidationError, match="decision"):
         Prediction(**{**fields, "decision": "maybe"})
+
+
+def test_wire_encode_event_roundtrips_through_parse() -> None:
+    from models.features.online import RawEvent
+    from models.wire import encode_event
+
+    sale = RawEvent(False, 5, 1_522_584_000, 7, 42, {"TX_AMOUNT": 57.19})
+    chargeback = RawEvent(True, 5, 1_522_584_000, 7, 42, {"TX_FRAUD": 1.0})
+    assert RawEvent.from_event(parse_event(encode_event(sale))) == sale
+    assert RawEvent.from_event(parse_event(encode_event(chargeback))) == chargeback
