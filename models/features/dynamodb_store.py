@@ -399,7 +399,9 @@ class DynamoDBStateStore:
                     n_parts = tiles.parts[bisect.bisect_left(tiles.ids, k)]
                     wanted += [(key, k, p) for p in range(n_parts)]
         if wanted:
-            self._load_parts(states, wanted, machines, consistent)
+            # parts strongly consistent even for lookups: an eventually consistent replica
+            # may not hold yet the parts a fresh main item refers to
+            self._load_parts(states, wanted, machines, consistent=True)
         return states
 
     def _load_parts(
@@ -485,13 +487,16 @@ class DynamoDBStateStore:
 
     # --- writes ------------------------------------------------------------------------
 
-    def save(self, key: EntityKey, state: EntityState, machine: EntityMachine) -> None:
+    def save(
+        self, key: EntityKey, state: EntityState, machine: EntityMachine, *, seal: bool = True
+    ) -> None:
         """The main item, conditioned on the version read; with its changed parts, atomically.
 
-        Seals the unsealed events first when they outgrow :meth:`_seal_threshold`.
+        Seals the unsealed events first when they outgrow :meth:`_seal_threshold` (unless
+        ``seal`` is False: a write in mid-batch keeps the tiles the batch loaded as they are).
         """
         pk = self.pk(key)
-        main, parts = self._items(key, state, machine)
+        main, parts = self._items(key, state, machine, max_parts=TRANSACT_LIMIT - 1 if seal else 0)
         condition: dict[str, Any] = (
             {"ConditionExpression": f"attribute_not_exists({FEATURE_STATE_PK})"}
             if state.version == 0
@@ -543,7 +548,7 @@ class DynamoDBStateStore:
         }
         size = item_size(main)
         unsealed = len(data) - self._tiles_bytes(state)
-        if unsealed > self._seal_threshold(size - unsealed):
+        if max_parts > 0 and unsealed > self._seal_threshold(size - unsealed):
             tiles = state.tiles
             seconds = tiles.seconds if tiles is not None else self._choose_tile(state, machine)
             room = max_parts - (len(tiles.dirty) if tiles is not None else 0)

@@ -386,9 +386,12 @@ class EntityMachine:
             return set()
         frontier, seconds, delay = tiles.frontier, tiles.seconds, self.spec.delay_seconds
         need: set[int] = set()
+        # windows are clipped at latest - horizon (see ``features``): that edge cuts a tile too
+        floors = [] if state.latest is None else [state.latest - self.horizon]
         for t, tx_id, is_label in touches:
             if (t, tx_id) < frontier:
                 need.add(t // seconds)
+            floors.append(t - self.horizon)
             if is_label:
                 continue
             if delay and (t - delay, MAX_ID) < frontier:
@@ -397,6 +400,7 @@ class EntityMachine:
                 edge = t - delay - length
                 if (edge, MAX_ID) < frontier:
                     need.add(edge // seconds)
+        need.update(f // seconds for f in floors if (f, MAX_ID) < frontier)
         return need.intersection(tiles.ids)
 
     def seal(self, state: EntityState, seconds: int, max_part_events: int, max_parts: int) -> None:
@@ -448,8 +452,14 @@ class EntityMachine:
         hi_key = (time, tx_id) if delay == 0 else (time - delay, MAX_ID)
         hi = bisect.bisect_right(keys, hi_key)
         tiles = state.tiles
+        # a late event's window may reach below latest - horizon, where the state keeps
+        # nothing (flat) or whole tiles (tiled): clip it there, the same for every layout
+        floor = -MAX_ID if state.latest is None else state.latest - self.horizon
         for length, aggregations in self._plan:
-            lo_key = (time - delay - length, MAX_ID)
+            lo_key = (max(time - delay - length, floor), MAX_ID)
+            if lo_key >= hi_key:  # an expired event's window: nothing the state can hold
+                self._raw_window(out, state, aggregations, 0, 0)
+                continue
             lo = bisect.bisect_right(keys, lo_key)
             if tiles is None or lo_key >= tiles.frontier:  # all raw: the common case
                 self._raw_window(out, state, aggregations, lo, hi)
@@ -584,10 +594,13 @@ class StateStore(Protocol):
         """
         ...
 
-    def save(self, key: EntityKey, state: EntityState, machine: EntityMachine) -> None:
+    def save(
+        self, key: EntityKey, state: EntityState, machine: EntityMachine, *, seal: bool = True
+    ) -> None:
         """Write a state back if its version is unchanged.
 
         Raises ConflictError otherwise; on success the state's version is the new one.
+        ``seal=False``: keep the layout of the state as it is (a write in mid-batch).
         """
         ...
 
@@ -615,7 +628,9 @@ class MemoryStore:
             out[key] = state
         return out
 
-    def save(self, key: EntityKey, state: EntityState, machine: EntityMachine) -> None:
+    def save(
+        self, key: EntityKey, state: EntityState, machine: EntityMachine, *, seal: bool = True
+    ) -> None:
         """Bump the version (the state object is already the stored one)."""
         if self._versions.get(key, 0) != state.version:
             raise ConflictError(f"{key} changed since it was read")
@@ -713,10 +728,13 @@ class OnlineFeatures:
             states = self.store.load(requests, self.machines)
             changed: list[EntityKey] = []
             mid_batch_errors: dict[EntityKey, Exception] = {}
+            committed: dict[EntityKey, int] = {}
+            """Per entity, how many of its events a mid-batch write stored for good."""
             for k, idx in pending.items():
                 machine, state = self.machines[k[0]], states[k]
                 dirty = False
-                for i in idx:
+                error: Exception | None = None
+                for n, i in enumerate(idx, start=1):
                     event = events[i]
                     if event.is_label:
                         outcome = machine.apply_label(
@@ -731,13 +749,12 @@ class OnlineFeatures:
                     dirty = dirty or outcome not in UNCHANGED
                     if state.tiles is not None and len(state.tiles.dirty) >= self.flush_parts:
                         # a write carries at most ~100 items (a transaction): write now,
-                        # the state stays in hand with its new version
-                        error = self._save_all([k], states).get(k)
+                        # without sealing (the tiles this batch loaded must stay as they are)
+                        error = self._save_all([k], states, seal=False).get(k)
                         if error is not None:
                             break  # conflict: re-read and re-apply; else: failed below
+                        committed[k] = n
                         dirty = False
-                else:
-                    error = None
                 if error is not None:
                     mid_batch_errors[k] = error
                 elif dirty:
@@ -746,7 +763,8 @@ class OnlineFeatures:
             errors_now = {**mid_batch_errors, **self._save_all(changed, states)}
             for k, error in errors_now.items():
                 if isinstance(error, ConflictError):
-                    conflicts[k] = pending[k]
+                    # only the events after the last mid-batch write: those before are stored
+                    conflicts[k] = pending[k][committed.get(k, 0) :]
                 else:
                     failed[k] = error
             if not conflicts:
@@ -773,13 +791,16 @@ class OnlineFeatures:
         ]
 
     def _save_all(
-        self, keys: list[EntityKey], states: dict[EntityKey, EntityState]
+        self, keys: list[EntityKey], states: dict[EntityKey, EntityState], *, seal: bool = True
     ) -> dict[EntityKey, Exception]:
         """Save each entity (concurrently with a pool); the ones that failed, and why."""
 
         def save(k: EntityKey) -> Exception | None:
             try:
-                self.store.save(k, states[k], self.machines[k[0]])
+                if seal:
+                    self.store.save(k, states[k], self.machines[k[0]])
+                else:
+                    self.store.save(k, states[k], self.machines[k[0]], seal=False)
             except Exception as exc:  # reported per entity; the caller decides
                 return exc
             return None

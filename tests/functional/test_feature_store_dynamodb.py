@@ -328,9 +328,10 @@ def test_lookup_reads_eventually_consistent_and_writes_nothing(
     store.client.batch_get_item = spy  # type: ignore[method-assign]
     # when the API looks up the next transactions
     looked_up = engine.lookup(next_tx)
-    # then eventually consistent reads (a second round only for tiles), no write, and the
+    # then an eventually consistent read of the main items (and a strongly consistent one of
+    # the tile parts of busy entities: a replica may lag a fresh seal), no write, and the
     # very features the stream computes when it applies them
-    assert calls in ([False], [False, False])
+    assert calls in ([False], [False, True])
     assert store.usage.items_written == written
     store.client.batch_get_item = real  # type: ignore[method-assign]
     applied = OnlineFeatures(MemoryStore())
