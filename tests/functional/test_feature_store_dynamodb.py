@@ -126,12 +126,14 @@ def test_dynamodb_store_concurrent_writers_lose_no_update(store: ddb.DynamoDBSta
     original_save = store.save
     interfered = False
 
-    def save_after_interference(key: EntityKey, state: EntityState, machine: EntityMachine) -> None:
+    def save_after_interference(
+        key: EntityKey, state: EntityState, machine: EntityMachine, *, seal: bool = True
+    ) -> None:
         nonlocal interfered
         if key == ("TERMINAL_ID", 7) and not interfered:
             interfered = True  # the other shard writes terminal 7 between our read and write
             other.process([tx(2, T0 + timedelta(seconds=5), customer=2)])
-        original_save(key, state, machine)
+        original_save(key, state, machine, seal=seal)
 
     store.save = save_after_interference  # type: ignore[method-assign]
     # when
@@ -457,10 +459,12 @@ def test_a_failed_save_marks_exactly_the_records_of_that_entity(
     real_save = store.save
     outage = {"on": True}
 
-    def save(key: EntityKey, state: EntityState, machine: EntityMachine) -> None:
+    def save(
+        key: EntityKey, state: EntityState, machine: EntityMachine, *, seal: bool = True
+    ) -> None:
         if outage["on"] and key == ("TERMINAL_ID", 7):
             raise throttled()
-        real_save(key, state, machine)
+        real_save(key, state, machine, seal=seal)
 
     store.save = save  # type: ignore[method-assign]
     engine = OnlineFeatures(store, save_workers=4)
