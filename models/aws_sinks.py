@@ -9,7 +9,6 @@ unprocessed with jittered backoff; what still fails is reported per item, never 
 from __future__ import annotations
 
 import json
-import random
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.contracts import PREDICTIONS_PK, PREDICTIONS_TTL, Prediction
 from models.errors import RtmlError
+from models.retry import backoff
 from models.stream import DeadLetter, WriteResult
 
 if TYPE_CHECKING:
@@ -30,10 +30,6 @@ ALERT_DETAIL_TYPE = "HighRiskTransaction"
 
 class SinkUnavailableError(RtmlError):
     """A service kept refusing items after every retry (throttled, down): retry the records."""
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -142,7 +138,7 @@ class DynamoDBPredictions:
                 if attempt == self.max_retries:
                     raise SinkUnavailableError(f"{len(left['Keys'])} prediction ids unread")
                 keys = list(left["Keys"])
-                self.sleep(_backoff(attempt))
+                self.sleep(backoff(attempt))
         return found
 
     def _item(self, p: Prediction) -> dict[str, Any]:
@@ -172,7 +168,7 @@ class DynamoDBPredictions:
             if attempt == self.max_retries:
                 raise SinkUnavailableError(f"{len(left)} predictions unwritten after retries")
             requests = list(left)  # type: ignore[arg-type]
-            self.sleep(_backoff(attempt))
+            self.sleep(backoff(attempt))
 
     def alerted(self, ids: Sequence[int]) -> None:
         """Mark alerts sent (a failure here only risks one repeated, same-id alert)."""
@@ -232,7 +228,7 @@ class EventBridgeAlerts:
                     )
                     break
                 pending = again
-                self.sleep(_backoff(attempt))
+                self.sleep(backoff(attempt))
         return failed
 
 

@@ -37,7 +37,6 @@ import bisect
 import json
 import math
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -61,6 +60,7 @@ from models.features.online import (
     Tiles,
     Touch,
 )
+from models.retry import backoff
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -459,7 +459,7 @@ class DynamoDBStateStore:
                         f"{len(unprocessed['Keys'])} keys still unprocessed after {attempt} retries"
                     )
                 pending = list(unprocessed["Keys"])
-                self.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+                self.sleep(backoff(attempt))
         return found
 
     def _count_reads(
@@ -614,7 +614,7 @@ class DynamoDBStateStore:
                     f"{len(unprocessed)} items still unprocessed after {attempt} retries"
                 )
             pending = list(unprocessed)  # type: ignore[arg-type]
-            self.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
+            self.sleep(backoff(attempt))
 
     def _seal_threshold(self, fixed: int) -> int:
         """How many bytes of unsealed events an entity may hold before it seals them.

@@ -25,7 +25,6 @@ from __future__ import annotations
 import bisect
 import calendar
 import math
-import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +42,7 @@ from models.features.spec import (
     EntitySpec,
     FeatureSpec,
 )
+from models.retry import backoff
 
 MAX_ID = sys.maxsize
 Event = TransactionEvent | LabelEvent
@@ -772,7 +772,7 @@ class OnlineFeatures:
             if self.on_conflict:
                 self.on_conflict(attempt)
             if attempt < self.max_attempts:  # jittered backoff: 10 ms, 20 ms, ... up to 1 s
-                self.sleep(min(1.0, 0.01 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
+                self.sleep(backoff(attempt - 1, base=0.01, cap=1.0))
             pending = conflicts
         else:
             for k in pending:
