@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from models.contracts import PREDICTIONS_PK, PREDICTIONS_TTL, Prediction
+from models.dynamodb_batch import BATCH_WRITE_LIMIT, batch_get, batch_put
 from models.errors import RtmlError
 from models.retry import backoff
 from models.stream import DeadLetter, WriteResult
@@ -92,7 +93,7 @@ class DynamoDBPredictions:
                 )
             elif item.get("alert", {}).get("S") == "pending":
                 result.unalerted.add(p.transaction_id)
-        chunks = _chunks(fresh, 25)
+        chunks = _chunks(fresh, BATCH_WRITE_LIMIT)
 
         def put(chunk: Sequence[Prediction]) -> Exception | None:
             try:
@@ -114,32 +115,17 @@ class DynamoDBPredictions:
         return result
 
     def _existing(self, ids: list[int]) -> dict[int, dict[str, Any]]:
-        found: dict[int, dict[str, Any]] = {}
-        for chunk in _chunks(ids, 100):
-            keys: list[dict[str, Any]] = [{PREDICTIONS_PK: {"N": str(i)}} for i in chunk]
-            for attempt in range(self.max_retries + 1):
-                response = self.client.batch_get_item(
-                    RequestItems={
-                        self.table_name: {
-                            "Keys": keys,
-                            "ConsistentRead": True,
-                            "ProjectionExpression": (
-                                "transaction_id, customer_id, terminal_id, tx_datetime,"
-                                " tx_amount, alert"
-                            ),
-                        }
-                    }
-                )
-                for item in response.get("Responses", {}).get(self.table_name, []):
-                    found[int(item[PREDICTIONS_PK]["N"])] = item
-                left = response.get("UnprocessedKeys", {}).get(self.table_name)
-                if not left:
-                    break
-                if attempt == self.max_retries:
-                    raise SinkUnavailableError(f"{len(left['Keys'])} prediction ids unread")
-                keys = list(left["Keys"])
-                self.sleep(backoff(attempt))
-        return found
+        items = batch_get(
+            self.client,
+            self.table_name,
+            [{PREDICTIONS_PK: {"N": str(i)}} for i in ids],
+            consistent=True,
+            projection="transaction_id, customer_id, terminal_id, tx_datetime, tx_amount, alert",
+            give_up=SinkUnavailableError,
+            max_retries=self.max_retries,
+            sleep=self.sleep,
+        )
+        return {int(item[PREDICTIONS_PK]["N"]): item for item in items}
 
     def _item(self, p: Prediction) -> dict[str, Any]:
         expires = int(p.scored_at.timestamp()) + self.ttl_seconds
@@ -159,16 +145,14 @@ class DynamoDBPredictions:
         return item
 
     def _put(self, chunk: Sequence[Prediction]) -> None:
-        requests: list[dict[str, Any]] = [{"PutRequest": {"Item": self._item(p)}} for p in chunk]
-        for attempt in range(self.max_retries + 1):
-            response = self.client.batch_write_item(RequestItems={self.table_name: requests})  # type: ignore[dict-item]
-            left = response.get("UnprocessedItems", {}).get(self.table_name)
-            if not left:
-                return
-            if attempt == self.max_retries:
-                raise SinkUnavailableError(f"{len(left)} predictions unwritten after retries")
-            requests = list(left)  # type: ignore[arg-type]
-            self.sleep(backoff(attempt))
+        batch_put(
+            self.client,
+            self.table_name,
+            [self._item(p) for p in chunk],
+            give_up=SinkUnavailableError,
+            max_retries=self.max_retries,
+            sleep=self.sleep,
+        )
 
     def alerted(self, ids: Sequence[int]) -> None:
         """Mark alerts sent (a failure here only risks one repeated, same-id alert)."""

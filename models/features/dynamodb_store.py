@@ -49,6 +49,7 @@ from models.contracts import (
     FEATURE_STATE_SK,
     FEATURE_STATE_TTL,
 )
+from models.dynamodb_batch import BATCH_WRITE_LIMIT, batch_get, batch_put
 from models.errors import RtmlError
 from models.features import codec
 from models.features.online import (
@@ -60,15 +61,12 @@ from models.features.online import (
     Tiles,
     Touch,
 )
-from models.retry import backoff
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 MAIN_SK = "S"
 FORMAT = 1
-BATCH_GET_LIMIT = 100
-BATCH_WRITE_LIMIT = 25
 TRANSACT_LIMIT = 100
 MAX_ITEM_BYTES = 350_000  # DynamoDB's limit is 400 KB; keep a margin
 MAX_DIRTY_PARTS = TRANSACT_LIMIT - 10
@@ -433,34 +431,21 @@ class DynamoDBStateStore:
 
     def _batch_get(self, keys: list[dict[str, Any]], consistent: bool) -> list[dict[str, Any]]:
         """BatchGetItem in chunks of 100, retrying unprocessed keys with jittered backoff."""
-        found: list[dict[str, Any]] = []
-        for start in range(0, len(keys), BATCH_GET_LIMIT):
-            pending: list[dict[str, Any]] = keys[start : start + BATCH_GET_LIMIT]
-            for attempt in range(self.max_retries + 1):
-                try:
-                    response = self.client.batch_get_item(
-                        RequestItems={
-                            self.table_name: {"Keys": pending, "ConsistentRead": consistent}
-                        },
-                        ReturnConsumedCapacity="TOTAL",
-                    )
-                except self.client.exceptions.ResourceNotFoundException as exc:
-                    raise StoreUnavailableError(
-                        f"DynamoDB table {self.table_name!r} not found"
-                    ) from exc
-                items = response.get("Responses", {}).get(self.table_name, [])
-                self._count_reads(items, len(pending), response, consistent)
-                found.extend(items)
-                unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name)
-                if not unprocessed:
-                    break
-                if attempt == self.max_retries:
-                    raise StoreUnavailableError(
-                        f"{len(unprocessed['Keys'])} keys still unprocessed after {attempt} retries"
-                    )
-                pending = list(unprocessed["Keys"])
-                self.sleep(backoff(attempt))
-        return found
+        try:
+            return batch_get(
+                self.client,
+                self.table_name,
+                keys,
+                consistent=consistent,
+                give_up=StoreUnavailableError,
+                max_retries=self.max_retries,
+                sleep=self.sleep,
+                on_response=lambda items, asked, response: self._count_reads(
+                    items, asked, response, consistent
+                ),
+            )
+        except self.client.exceptions.ResourceNotFoundException as exc:
+            raise StoreUnavailableError(f"DynamoDB table {self.table_name!r} not found") from exc
 
     def _count_reads(
         self, items: list[dict[str, Any]], asked: int, response: Any, consistent: bool
@@ -595,26 +580,20 @@ class DynamoDBStateStore:
         return written
 
     def _batch_write(self, items: list[dict[str, Any]]) -> None:
-        pending: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in items]
-        for attempt in range(self.max_retries + 1):
-            response = self.client.batch_write_item(
-                RequestItems={self.table_name: pending},  # type: ignore[dict-item]
-                ReturnConsumedCapacity="TOTAL",
-            )
+        def count(done: list[dict[str, Any]], response: dict[str, Any]) -> None:
             self.usage.reported(dict(response), "write")
-            unprocessed = response.get("UnprocessedItems", {}).get(self.table_name, [])
-            left = {_item_key(r["PutRequest"]["Item"]) for r in unprocessed}
-            for r in pending:
-                if _item_key(r["PutRequest"]["Item"]) not in left:
-                    self.usage.wrote(r["PutRequest"]["Item"], "bulk", transactional=False)
-            if not unprocessed:
-                return
-            if attempt == self.max_retries:
-                raise StoreUnavailableError(
-                    f"{len(unprocessed)} items still unprocessed after {attempt} retries"
-                )
-            pending = list(unprocessed)  # type: ignore[arg-type]
-            self.sleep(backoff(attempt))
+            for item in done:
+                self.usage.wrote(item, "bulk", transactional=False)
+
+        batch_put(
+            self.client,
+            self.table_name,
+            items,
+            give_up=StoreUnavailableError,
+            max_retries=self.max_retries,
+            sleep=self.sleep,
+            on_response=count,
+        )
 
     def _seal_threshold(self, fixed: int) -> int:
         """How many bytes of unsealed events an entity may hold before it seals them.
@@ -693,10 +672,6 @@ class DynamoDBStateStore:
         for part in parts:
             self.usage.wrote(part, "part", transactional=True)
         self.usage.reported(dict(response), "write")
-
-
-def _item_key(item: dict[str, Any]) -> tuple[str, str]:
-    return item[FEATURE_STATE_PK]["S"], item[FEATURE_STATE_SK]["S"]
 
 
 def create_table(client: DynamoDBClient, table_name: str) -> None:
