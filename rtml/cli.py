@@ -370,27 +370,21 @@ def _add_models(sub: Any) -> None:
     listing.add_argument("name", nargs="?", default=None, metavar="NAME")
     listing.set_defaults(func=_run_models, verb_func=_models_list)
 
-    promote = verbs.add_parser("promote", parents=[common], help="point an alias at a version")
-    promote.add_argument("name", metavar="NAME")
-    promote.add_argument("version", metavar="VERSION")
-    promote.add_argument("--alias", required=True, choices=("champion", "challenger"))
-    promote.add_argument("--segment", default=None, help="only for this segment (e.g. a region)")
-    promote.set_defaults(func=_run_models, verb_func=_models_promote)
-
-    rollback = verbs.add_parser(
-        "rollback", parents=[common], help="point an alias back at its previous version"
-    )
-    rollback.add_argument("name", metavar="NAME")
-    rollback.add_argument("--alias", required=True, choices=("champion", "challenger"))
-    rollback.add_argument("--segment", default=None, help="only for this segment")
-    rollback.set_defaults(func=_run_models, verb_func=_models_rollback)
-    unset = verbs.add_parser(
-        "unset", parents=[common], help="remove an alias (e.g. switch a shadow challenger off)"
-    )
-    unset.add_argument("name", metavar="NAME")
-    unset.add_argument("--alias", required=True, choices=("champion", "challenger"))
-    unset.add_argument("--segment", default=None, help="only this segment's override")
-    unset.set_defaults(func=_run_models, verb_func=_models_unset)
+    # NAME, --alias and --segment, shared by every verb that changes an alias
+    alias_args = argparse.ArgumentParser(add_help=False)
+    alias_args.add_argument("name", metavar="NAME")
+    alias_args.add_argument("--alias", required=True, choices=("champion", "challenger"))
+    alias_args.add_argument("--segment", default=None, help="only for this segment (e.g. a region)")
+    alias_verbs = [
+        ("promote", "point an alias at a version", _models_promote),
+        ("rollback", "point an alias back at its previous version", _models_rollback),
+        ("unset", "remove an alias (e.g. switch a shadow challenger off)", _models_unset),
+    ]
+    for verb, text, func in alias_verbs:
+        parser = verbs.add_parser(verb, parents=[common, alias_args], help=text)
+        if verb == "promote":
+            parser.add_argument("version", metavar="VERSION")
+        parser.set_defaults(func=_run_models, verb_func=func)
 
     history = verbs.add_parser("history", parents=[common], help="every alias change of a model")
     history.add_argument("name", metavar="NAME")
