@@ -69,8 +69,6 @@ MAIN_SK = "S"
 FORMAT = 1
 TRANSACT_LIMIT = 100
 MAX_ITEM_BYTES = 350_000  # DynamoDB's limit is 400 KB; keep a margin
-MAX_DIRTY_PARTS = TRANSACT_LIMIT - 10
-"""Parts one batch may change in an entity before the engine writes it mid-batch."""
 TILE_LADDER = (900, 1800, 3600, 7200, 14_400, 28_800, 86_400, 172_800, 345_600, 604_800)
 """Tile lengths a tiled entity may get, in seconds (15 minutes to a week)."""
 RETRYABLE_CANCELLATIONS = frozenset(
