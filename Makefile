@@ -15,7 +15,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install lint typecheck pytest pytest-all synth test test-all demo bench bench-peers lock clean
+.PHONY: help install bundle lint typecheck pytest pytest-all synth test test-all demo bench bench-peers lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,17 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(BIN)/.installed node_modules/.installed  ## create .venv and node_modules
 
+# The serving zip (one per architecture in cdk.json), rebuilt when the code or the pins change.
+BUNDLE_STAMP := build/lambda/.built
+BUNDLE_SOURCES := $(shell find models lambdas batch -name '*.py' 2>/dev/null) infra/bundle.py \
+	requirements/lock-py3.12.txt cdk.json
+
+$(BUNDLE_STAMP): $(BIN)/.installed $(BUNDLE_SOURCES)
+	$(BIN)/python -m infra.bundle
+	touch $@
+
+bundle: $(BUNDLE_STAMP)  ## build the Lambda serving zip(s) from manylinux wheels (no Docker)
+
 lint: $(BIN)/.installed  ## ruff lint + format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -41,13 +52,13 @@ lint: $(BIN)/.installed  ## ruff lint + format check
 typecheck: $(BIN)/.installed  ## mypy (strict for models/ and infra/)
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed  ## tests except those marked slow
+pytest: $(BIN)/.installed $(BUNDLE_STAMP)  ## tests except those marked slow
 	$(BIN)/pytest -m "not slow"
 
-pytest-all: $(BIN)/.installed  ## every test, the slow book-size ones too
+pytest-all: $(BIN)/.installed $(BUNDLE_STAMP)  ## every test, the slow book-size ones too
 	$(BIN)/pytest
 
-synth: install  ## synthesize every stage with cdk-nag (offline, no Docker, no credentials)
+synth: install $(BUNDLE_STAMP)  ## synthesize every stage with cdk-nag (offline, no Docker, no credentials)
 	npx cdk synth -q
 
 test: lint typecheck pytest synth  ## what CI runs: lint, types, tests (not slow), cdk synth
@@ -89,4 +100,4 @@ lock: $(BIN)/.installed  ## re-pin requirements/lock-pyX.Y.txt from the current 
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^rtml' > $(LOCK)
 
 clean:  ## remove the virtualenv, node_modules and build output
-	rm -rf $(VENV) $(PEERS_VENV) node_modules cdk.out .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PEERS_VENV) node_modules cdk.out build .mypy_cache .ruff_cache .pytest_cache

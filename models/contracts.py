@@ -262,6 +262,13 @@ MODEL_FAMILIES: Final[tuple[ModelFamily, ...]] = (
     "xgboost",
 )
 
+DEFAULT_MODEL_NAME: Final = "fraud"
+"""The registry name the serving functions load unless configured otherwise."""
+REGISTRY_PREFIX: Final = "registry"
+"""Key prefix of the model registry in the deployed artifacts bucket."""
+ARCHIVE_PREFIX: Final = "predictions"
+"""Key prefix of the prediction archive in the data bucket (day-partitioned JSON lines)."""
+
 ENV_REGISTRY: Final = "RTML_REGISTRY"
 """Env var holding the registry URI (``s3://bucket/prefix`` or ``file://dir``)."""
 ENV_ACTOR: Final = "RTML_ACTOR"

@@ -12,7 +12,7 @@ _ACCESS_LOG_PREFIX = "artifacts/"
 """Key prefix of the artifact bucket's logs, so more buckets can share the log bucket later."""
 
 
-def _private_bucket_settings() -> dict[str, Any]:
+def private_bucket_settings() -> dict[str, Any]:
     """What both buckets share: SSE-S3, no public access, no ACLs, TLS 1.2+ only.
 
     (Access-log targets only support SSE-S3, so the artifact bucket uses it too.)
@@ -55,7 +55,7 @@ class ArtifactsBucket(Construct):
         self.access_logs_bucket = s3.Bucket(
             self,
             "AccessLogs",
-            **_private_bucket_settings(),
+            **private_bucket_settings(),
             lifecycle_rules=[s3.LifecycleRule(expiration=access_log_retention)],
             removal_policy=removal_policy,
         )
@@ -63,7 +63,7 @@ class ArtifactsBucket(Construct):
         self.bucket = s3.Bucket(
             self,
             "Bucket",
-            **_private_bucket_settings(),
+            **private_bucket_settings(),
             versioned=True,
             server_access_logs_bucket=self.access_logs_bucket,
             server_access_logs_prefix=_ACCESS_LOG_PREFIX,

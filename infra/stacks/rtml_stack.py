@@ -7,30 +7,76 @@ from typing import Any
 import aws_cdk as cdk
 from constructs import Construct
 
+from infra.constructs.alarm_topic import AlarmTopic
 from infra.constructs.artifacts_bucket import ArtifactsBucket
+from infra.constructs.data_bucket import DataBucket
 from infra.constructs.feature_state_table import FeatureStateTable
+from infra.constructs.stream_scoring import StreamScoring
 from infra.settings import EnvSettings
 
 
 class RtmlStack(cdk.Stack):
-    """The same stack class in every stage; only its ``EnvSettings`` differ."""
+    """The same stack class in every stage; only its ``EnvSettings`` differ.
+
+    Constructs own their resources; the stack shares what several paths use (the registry,
+    the feature state, the data bucket, the alarm topic) and names the outputs operators and
+    the local stack read.
+    """
 
     artifacts: ArtifactsBucket
-    """Model artifacts and datasets."""
+    """Model artifacts and the registry."""
+
+    data: DataBucket
+    """Datasets, the prediction archive, batch outputs."""
 
     feature_state: FeatureStateTable
     """Online feature state (per card and terminal)."""
+
+    alarm_topic: AlarmTopic
+    """Where every alarm notifies."""
+
+    stream: StreamScoring
+    """The Kinesis scoring path."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, settings: EnvSettings, **kwargs: Any
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        removal = settings.cdk_removal_policy
         self.artifacts = ArtifactsBucket(
             self,
             "Artifacts",
-            removal_policy=settings.cdk_removal_policy,
+            removal_policy=removal,
             access_log_retention=cdk.Duration.days(settings.log_retention_days),
         )
-        self.feature_state = FeatureStateTable(
-            self, "FeatureState", removal_policy=settings.cdk_removal_policy
+        self.data = DataBucket(
+            self, "Data", access_logs=self.artifacts.access_logs_bucket, removal_policy=removal
         )
+        self.feature_state = FeatureStateTable(self, "FeatureState", removal_policy=removal)
+        self.alarm_topic = AlarmTopic(
+            self, "Alarms", email=settings.alarm_email, removal_policy=removal
+        )
+        self.stream = StreamScoring(
+            self,
+            "Stream",
+            settings=settings,
+            feature_state=self.feature_state.table,
+            registry_bucket=self.artifacts.bucket,
+            data_bucket=self.data.bucket,
+            alarm_topic=self.alarm_topic.topic,
+        )
+        outputs = {
+            "ArtifactsBucket": self.artifacts.bucket.bucket_name,
+            "DataBucket": self.data.bucket.bucket_name,
+            "FeatureStateTable": self.feature_state.table.table_name,
+            "TransactionsStream": self.stream.transactions.stream_name,
+            "LabelsStream": self.stream.labels.stream_name,
+            "PredictionsTable": self.stream.predictions.table_name,
+            "DeadLetterQueueUrl": self.stream.dead_letters.queue_url,
+            "FailedBatchesQueueUrl": self.stream.failed_batches.queue_url,
+            "AlertBus": self.stream.alerts.event_bus_name,
+            "ScorerFunction": self.stream.scorer.function.function_name,
+            "AlarmTopic": self.alarm_topic.topic.topic_arn,
+        }
+        for name, value in outputs.items():
+            cdk.CfnOutput(self, name, value=value)

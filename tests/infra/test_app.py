@@ -1,7 +1,6 @@
 """The CDK app built from the real cdk.json context: stages, bucket properties, settings, cdk-nag.
 
-The app is synthesized once per module (the first synth in a process pays ~5 s for CDK's built-in
-CloudFormation validation engine; later ones take well under a second).
+The app is synthesized once per session (tests/infra/conftest.py).
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_s3 as s3
 from aws_cdk import cx_api
@@ -26,51 +24,6 @@ pytestmark = pytest.mark.infra
 CDK_JSON = Path(__file__).resolve().parents[2] / "cdk.json"
 NAG_PLUGIN = "AwsSolutions"
 REQUIRED_KEYS = ("stage_name", "removal_policy", "log_retention_days")
-
-
-@pytest.fixture(scope="module")
-def context() -> dict[str, Any]:
-    """The context of the repository's cdk.json, exactly as `cdk synth` passes it."""
-    loaded: dict[str, Any] = json.loads(CDK_JSON.read_text())["context"]
-    return loaded
-
-
-@pytest.fixture(scope="module")
-def environments(context: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The raw per-environment settings from cdk.json."""
-    raw: dict[str, dict[str, Any]] = context[ENVIRONMENTS_CONTEXT_KEY]
-    return raw
-
-
-@pytest.fixture(scope="module")
-def app(context: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> cdk.App:
-    """The full app (every environment), synthesized once.
-
-    Synth would raise on any cdk-nag finding; here it only writes the report, so a finding fails
-    the one nag test with its rule ids and paths while the property tests still run.
-    """
-    built = build_app(
-        {**context, "@aws-cdk/core:failSynthOnValidationErrors": False},
-        outdir=str(tmp_path_factory.mktemp("cdk.out")),
-    )
-    built.synth()
-    return built
-
-
-@pytest.fixture(scope="module")
-def assembly(app: cdk.App) -> cx_api.CloudAssembly:
-    """The cloud assembly of the module's app (cached by CDK, so no second synth)."""
-    return app.synth()
-
-
-@pytest.fixture(scope="module")
-def templates(app: cdk.App) -> dict[str, Template]:
-    """Template of each environment's stack, keyed by environment name."""
-    return {
-        stage.settings.name: Template.from_stack(stage.stack)
-        for stage in app.node.children
-        if isinstance(stage, RtmlStage)
-    }
 
 
 def _stack_names(assembly: cx_api.CloudAssembly) -> set[str]:
@@ -171,8 +124,8 @@ def test_every_bucket_is_encrypted_and_denies_insecure_transport(
         if _denies_insecure_transport(policy["Properties"]["PolicyDocument"])
     }
 
-    # then: the artifact bucket and its access-log bucket are both encrypted and TLS-only
-    assert len(buckets) == 2
+    # then: the artifact, data and access-log buckets are all encrypted and TLS-only
+    assert len(buckets) == 3
     assert tls_only == set(buckets)
     template.all_resources_properties(
         "AWS::S3::Bucket",
@@ -297,6 +250,10 @@ def test_build_app_unknown_env_fails_listing_known_ones(context: dict[str, Any])
         ("log_retention_days", "7", "valid integer"),
         ("removal_policy", "snapshot", "removal_policy"),
         ("retention", 7, "unknown key 'retention'"),
+        ("stream", {"stream_mode": "provisioned"}, "'shards' is required"),
+        ("stream", {"shards": 2}, "'shards' applies only"),
+        ("stream", {"batch_size": 0}, r"stream\.batch_size"),
+        ("functions", {"architecture": "sparc"}, r"functions\.architecture"),
     ],
 )
 def test_build_app_invalid_environment_value_fails(
@@ -339,6 +296,7 @@ def test_feature_state_table_has_the_schema_of_the_runtime_tables(
     import boto3
     from moto import mock_aws
 
+    from models.contracts import FEATURE_STATE_PK
     from models.features.dynamodb_store import create_table
 
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
@@ -350,7 +308,11 @@ def test_feature_state_table_has_the_schema_of_the_runtime_tables(
         ttl = client.describe_time_to_live(TableName="t")["TimeToLiveDescription"]
     # then the synthesized table has the same keys, attribute types and TTL attribute
     tables = templates["dev"].find_resources("AWS::DynamoDB::GlobalTable")
-    (props,) = [t["Properties"] for t in tables.values()]
+    (props,) = [
+        t["Properties"]
+        for t in tables.values()
+        if t["Properties"]["KeySchema"][0]["AttributeName"] == FEATURE_STATE_PK
+    ]
     assert props["KeySchema"] == described["KeySchema"]
     assert sorted(props["AttributeDefinitions"], key=str) == sorted(
         described["AttributeDefinitions"], key=str
