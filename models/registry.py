@@ -557,7 +557,15 @@ class ModelRegistry:
                 if stored is None:
                     raise ArtifactIntegrityError(f"{name}:{version}: {file_name} is missing")
                 (tmp / file_name).write_bytes(stored.data)
-            tmp.rename(target)
+            try:
+                tmp.rename(target)
+            except OSError:
+                # Another loader in this process or environment (the local stack runs every
+                # function in one process, sharing /tmp) finished the same immutable version
+                # first: use theirs.
+                if not (target / MANIFEST_FILE).is_file():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import boto3
 import pytest
 
-from models.artifact import MODEL_FILE
+from models.artifact import MODEL_FILE, load_artifact
 from models.registry import (
     AliasNotFoundError,
     ConcurrentUpdateError,
@@ -481,3 +481,34 @@ def test_unset_challenger_stops_the_shadow_at_the_next_recheck(
         challenger.get()
     assert [c.action for c in registry.history(NAME)][-1] == "unset"
     assert registry.resolve(NAME, "champion") == v0
+
+
+def test_fetch_of_a_version_another_loader_just_fetched_uses_theirs(
+    registry: ModelRegistry, artifacts: list[Path], tmp_path: Path
+) -> None:
+    """Functions sharing one /tmp (the local stack runs them in one process) race to cache
+    the same version: the loser of the rename keeps the winner's copy instead of failing."""
+    # given a pushed version, and a rival that finishes its download while ours is under way
+    version = registry.push(artifacts[0]).version
+    cache = tmp_path / "cache"
+    store_get = registry.store.get
+    rival_done = False
+
+    def get_while_rival_finishes(key: str) -> Any:
+        nonlocal rival_done
+        if not rival_done:
+            rival_done = True
+            registry.store.get = store_get  # type: ignore[method-assign]
+            registry.fetch(NAME, version, cache)  # the rival's complete fetch
+        return store_get(key)
+
+    registry.store.get = get_while_rival_finishes  # type: ignore[method-assign]
+
+    # when ours completes
+    fetched = registry.fetch(NAME, version, cache)
+
+    # then it is the rival's directory, whole, and no temporary directory is left behind
+    if isinstance(registry.store, S3Store):
+        assert fetched == cache / NAME / version
+        assert sorted(p.name for p in (cache / NAME).iterdir()) == [version]
+    assert load_artifact(fetched).manifest.version == version

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -104,7 +105,7 @@ def body(tx_id: int, minutes: int = 0, customer: int = 1, terminal: int = 7, **e
     return json.dumps({k: v for k, v in fields.items() if v is not ...}).encode()
 
 
-def kinesis_event(payloads: list[bytes], first_sequence: int = 1) -> dict[str, Any]:
+def kinesis_event(payloads: list[bytes], first_sequence: int = 1, shard: int = 0) -> dict[str, Any]:
     """A Kinesis event exactly as Lambda shapes it (base64 data, ids, arrival time)."""
     records = []
     for k, data in enumerate(payloads):
@@ -120,7 +121,7 @@ def kinesis_event(payloads: list[bytes], first_sequence: int = 1) -> dict[str, A
                 },
                 "eventSource": "aws:kinesis",
                 "eventVersion": "1.0",
-                "eventID": f"shardId-000000000000:{sequence}",
+                "eventID": f"shardId-{shard:012d}:{sequence}",
                 "eventName": "aws:kinesis:record",
                 "invokeIdentityArn": "arn:aws:iam::123456789012:role/rtml-stream",
                 "awsRegion": REGION,
@@ -461,3 +462,87 @@ def test_stream_ab_share_lets_the_challenger_decide(
     for prediction in map(decode_body, stored(world).values()):
         assert prediction.model_version == challenger
         assert prediction.challenger_version == champion
+
+
+class _PerThreadProcessor:
+    """Powertools' module-level BatchProcessor, one per thread: two threads here stand for
+    two execution environments (one per shard), which never share a processor."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _get(self) -> Any:
+        if not hasattr(self._local, "processor"):
+            from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+
+            self._local.processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
+        return self._local.processor
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._get()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+# One module-level Metrics serves both threads here (two environments in Lambda): whichever
+# flushes second finds nothing left to publish.
+@pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
+def test_stream_concurrent_shards_on_one_terminal_lose_no_update(world: World) -> None:
+    # given two execution environments (one per shard), each with its own clients and engine,
+    # whose first state read waits for the other's, so both read the terminal at one version
+    stream = world.handler
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        environments = [stream.scoring.__wrapped__() for _ in range(2)]
+        barrier = threading.Barrier(2, timeout=30)
+        conflicts: list[int] = []
+        by_thread: dict[int, Any] = {}
+        for scoring in environments:
+            client = scoring.engine.store.client
+            read = client.batch_get_item
+            waited = threading.Event()
+
+            def batch_get_item(
+                *args: Any, _read: Any = read, _waited: Any = waited, **kw: Any
+            ) -> Any:
+                response = _read(*args, **kw)
+                if not _waited.is_set():
+                    _waited.set()
+                    barrier.wait()
+                return response
+
+            monkeypatch.setattr(client, "batch_get_item", batch_get_item)
+            scoring.engine.on_conflict = conflicts.append
+        monkeypatch.setattr(stream, "scoring", lambda: by_thread[threading.get_ident()])
+        monkeypatch.setattr(stream, "processor", _PerThreadProcessor())
+        # and two batches of different customers on the same terminal, interleaved in time
+        shard_a = [body(k, minutes=2 * k, customer=k, terminal=7) for k in range(1, 21)]
+        shard_b = [
+            body(100 + k, minutes=2 * k + 1, customer=100 + k, terminal=7) for k in range(1, 21)
+        ]
+        responses: dict[int, dict[str, Any]] = {}
+
+        def invoke(shard: int, payloads: list[bytes]) -> None:
+            by_thread[threading.get_ident()] = environments[shard]
+            event = kinesis_event(payloads, first_sequence=1, shard=shard)
+            responses[shard] = stream.handler(event, Context())
+
+        # when both shards' batches run at once
+        threads = [
+            threading.Thread(target=invoke, args=(n, p)) for n, p in enumerate([shard_a, shard_b])
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    # then both succeed, the race really happened (one write lost the version check and
+    # was re-applied on a fresh read), and the terminal holds every one of the 40 events
+    assert responses == {0: {"batchItemFailures": []}, 1: {"batchItemFailures": []}}
+    assert conflicts, "both environments wrote without a conflict: the race did not happen"
+    item = world.dynamodb.get_item(
+        TableName=STATE, Key={"pk": {"S": "TERMINAL_ID#7"}, "sk": {"S": "S"}}
+    )["Item"]
+    terminal = ddb.decode_main(item["d"]["B"], environments[0].engine.machines["TERMINAL_ID"])
+    assert sorted(tx for _, tx in terminal.keys) == [*range(1, 21), *range(101, 121)]
+    assert len(stored(world)) == 40
