@@ -91,7 +91,8 @@ def scoring() -> StreamScoring:
     skew = settings.max_clock_skew_seconds
     return StreamScoring(
         engine=OnlineFeatures(
-            DynamoDBStateStore(dynamodb, settings.feature_state_table),
+            # DynamoDB reports the units it bills: no sizing of every item on the hot path
+            DynamoDBStateStore(dynamodb, settings.feature_state_table, size_items=False),
             save_workers=settings.save_workers,
         ),
         router=router,

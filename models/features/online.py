@@ -679,6 +679,7 @@ class OnlineFeatures:
         self.flush_parts = flush_parts
         """Write an entity mid-batch once its changes span this many tile parts."""
         self._pool = ThreadPoolExecutor(save_workers) if save_workers > 1 else None
+        self._save_workers = save_workers
         self.spec = spec
         self.machines = {e.key: EntityMachine(e) for e in spec.entities}
         self.max_attempts = max_attempts
@@ -808,7 +809,11 @@ class OnlineFeatures:
         if self._pool is None or len(keys) < 2:
             results = [save(k) for k in keys]
         else:
-            results = list(self._pool.map(save, keys))
+            # one task per worker, not per entity: the pool runs that many at a time anyway,
+            # and a future per entity costs more than the save's own in-process work
+            groups = min(self._save_workers, len(keys))
+            done = list(self._pool.map(lambda g: [save(k) for k in keys[g::groups]], range(groups)))
+            results = [done[i % groups][i // groups] for i in range(len(keys))]
         return {k: e for k, e in zip(keys, results, strict=True) if e is not None}
 
     def lookup(

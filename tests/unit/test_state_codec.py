@@ -156,3 +156,20 @@ def test_item_size_follows_dynamodb_rules() -> None:
     assert ddb.read_units(4096, consistent=True) == 1.0
     assert ddb.read_units(4097, consistent=False) == 1.0
     assert ddb.read_units(100, consistent=False) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("pk", "version", "data", "expires"),
+    [("CUSTOMER_ID#1", "1", b"", "1700000000"), ("TERMINAL_ID#99999", "120034", b"x" * 900, "9")],
+)
+def test_main_item_size_shortcut_equals_the_general_rule(
+    pk: str, version: str, data: bytes, expires: str
+) -> None:
+    main = {
+        "pk": {"S": pk},
+        "sk": {"S": "S"},
+        "v": {"N": version},
+        "d": {"B": data},
+        "expires_at": {"N": expires},
+    }
+    assert ddb._main_size(main) == ddb.item_size(main)
