@@ -27,8 +27,8 @@ ACCOUNT: Final = "123456789012"
 
 LOCAL_DIFFERENCES: Final[dict[str, str]] = {
     "AWS::S3::BucketPolicy": (
-        "stored nowhere: moto answers 403 to every request on a bucket whose policy denies"
-        " insecure transport, and the local endpoint is plain http"
+        "applied without its deny-insecure-transport statement: the local endpoint is plain"
+        " http, and moto answers 403 to every request on a bucket with that statement"
     ),
     "AWS::SQS::QueuePolicy": "set on the queue, not enforced (moto enforces no IAM)",
     "AWS::SNS::TopicPolicy": "set on the topic, not enforced (moto enforces no IAM)",
@@ -120,6 +120,8 @@ class Deployer:
         self.outputs: dict[str, Any] = {}
         self.event_source_mappings: list[dict[str, Any]] = []
         """Resolved properties of each mapping, for the poller."""
+        self.deferred: list[Callable[[], Any]] = []
+        """Steps run once every resource exists (S3 access logging, as S3 checks the target)."""
         self.functions: dict[str, dict[str, Any]] = {}
         """Per function name: handler, environment, timeout, memory, code (bucket, key)."""
         self.resolve = Resolver(
@@ -200,6 +202,8 @@ class Deployer:
             self.resources[logical_id] = Resource(logical_id, resource["Type"], properties, created)
             if on_resource is not None:
                 on_resource(logical_id)
+        for step in self.deferred:
+            step()
         for name, output in template.get("Outputs", {}).items():
             self.outputs[name] = self.resolve(output["Value"])
 
@@ -259,7 +263,17 @@ def _bucket(d: Deployer, logical_id: str, p: dict[str, Any]) -> Created:
         s3.put_bucket_encryption(
             Bucket=name,
             ServerSideEncryptionConfiguration={
-                "Rules": p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"],
+                        **(
+                            {"BucketKeyEnabled": rule["BucketKeyEnabled"]}
+                            if "BucketKeyEnabled" in rule
+                            else {}
+                        ),
+                    }
+                    for rule in p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                ]
             },
         )
     if "PublicAccessBlockConfiguration" in p:
@@ -284,14 +298,18 @@ def _bucket(d: Deployer, logical_id: str, p: dict[str, Any]) -> Created:
         )
     if "LoggingConfiguration" in p:
         logging = p["LoggingConfiguration"]
-        s3.put_bucket_logging(
-            Bucket=name,
-            BucketLoggingStatus={
-                "LoggingEnabled": {
-                    "TargetBucket": logging["DestinationBucketName"],
-                    "TargetPrefix": logging.get("LogFilePrefix", ""),
-                }
-            },
+        # after every resource: the target's bucket policy (created later) must let the
+        # logging service write, or S3 (moto too) refuses the configuration
+        d.deferred.append(
+            lambda: s3.put_bucket_logging(
+                Bucket=name,
+                BucketLoggingStatus={
+                    "LoggingEnabled": {
+                        "TargetBucket": logging["DestinationBucketName"],
+                        "TargetPrefix": logging.get("LogFilePrefix", ""),
+                    }
+                },
+            )
         )
     return Created(
         name,
@@ -324,9 +342,25 @@ def _lifecycle_rule(index: int, rule: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _denies_plain_http(statement: Mapping[str, Any]) -> bool:
+    """A TLS-only statement: deny without TLS (``aws:SecureTransport``) or below a TLS
+    version (``s3:TlsVersion``)."""
+    if statement.get("Effect") != "Deny":
+        return False
+    condition = statement.get("Condition", {})
+    insecure = condition.get("Bool", {}).get("aws:SecureTransport") in ("false", False)
+    old_tls = "s3:TlsVersion" in condition.get("NumericLessThan", {})
+    return insecure or old_tls
+
+
 @handles("AWS::S3::BucketPolicy", "Bucket", "PolicyDocument")
 def _bucket_policy(d: Deployer, logical_id: str, p: dict[str, Any]) -> Created:
-    # Not applied: see LOCAL_DIFFERENCES (moto would refuse every plain-http request).
+    # The TLS-only statements are left out (LOCAL_DIFFERENCES): the endpoint is plain http,
+    # and moto would refuse every request on the bucket. The rest is applied.
+    document = dict(p["PolicyDocument"])
+    document["Statement"] = [s for s in document["Statement"] if not _denies_plain_http(s)]
+    if document["Statement"]:
+        d.client("s3").put_bucket_policy(Bucket=p["Bucket"], Policy=json.dumps(document))
     return Created(f"{p['Bucket']}-policy")
 
 
