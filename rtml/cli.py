@@ -474,6 +474,211 @@ def _models_history(registry: Any, args: argparse.Namespace) -> None:
     _print_rows(rows, (*columns, "from_version", "to_version"))
 
 
+# --- local ------------------------------------------------------------------------------
+
+
+def _add_local(sub: Any) -> None:
+    p = sub.add_parser(
+        "local",
+        help="the local AWS: the synthesized app deployed on an embedded moto (no Docker)",
+        description=(
+            "up: synthesize the stage for this machine, deploy its template on an embedded "
+            "moto server, run its functions and Kinesis mappings, write .rtml/local.json; "
+            "Ctrl-C (or `rtml local down` with --detach) stops it. env: print the exports "
+            "that point the AWS CLI, boto3 and rtml at it. down: stop a detached stack."
+        ),
+    )
+    verbs = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    up = verbs.add_parser("up", help="deploy and run the local stack")
+    up.add_argument("--port", type=_positive_int, default=4566)
+    up.add_argument("--stage", default="dev", help="the cdk.json environment to deploy")
+    up.add_argument("--cdk-out", type=Path, default=None, help="a synthesized assembly to use")
+    up.add_argument("--model", type=Path, default=None, help="artifact to push as champion")
+    up.add_argument("--root", type=Path, default=Path(".rtml"), help="state and logs")
+    up.add_argument("--detach", action="store_true", help="run in the background")
+    up.add_argument("--json", action="store_true", help="print local.json as JSON")
+    up.set_defaults(func=_run_local_up)
+    down = verbs.add_parser("down", help="stop a stack started with --detach")
+    down.add_argument("--root", type=Path, default=Path(".rtml"))
+    down.set_defaults(func=_run_local_down)
+    env = verbs.add_parser("env", help="print shell exports for the running stack")
+    env.add_argument("--root", type=Path, default=Path(".rtml"))
+    env.set_defaults(func=_run_local_env)
+
+
+def _run_local_up(args: argparse.Namespace) -> None:
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from infra.local.stack import STATE_FILE, LocalStack, read_state
+
+    state = args.root / STATE_FILE
+    if args.detach:
+        if state.exists():
+            raise ValueError(f"a local stack may be up already ({state}): `rtml local down`")
+        args.root.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "rtml.cli", "local", "up", "--port", str(args.port),
+                   "--stage", args.stage, "--root", str(args.root)]  # fmt: skip
+        if args.cdk_out:
+            command += ["--cdk-out", str(args.cdk_out)]
+        if args.model:
+            command += ["--model", str(args.model)]
+        with open(args.root / "local.log", "w") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 300
+        while not state.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise OSError(f"the local stack did not start: see {args.root / 'local.log'}")
+            time.sleep(0.2)
+        _emit(read_state(args.root), args.json)
+        return
+    stack = LocalStack(root=args.root, port=args.port, stage=args.stage, cdk_out=args.cdk_out,
+                       progress=lambda message: log.info("%s", message))  # fmt: skip
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        info = stack.up()
+        if args.model:
+            info["champion"] = _local_champion(stack, args.model)
+        _emit(info, args.json)
+        sys.stdout.flush()
+        log.info("local stack up in %.1f s; Ctrl-C to stop", info["started_seconds"])
+        stack.serve_forever(stop)
+    finally:
+        stack.down()
+
+
+def _local_champion(stack: Any, artifact: Path) -> str:
+    from models.contracts import DEFAULT_MODEL_NAME
+    from models.registry import open_registry
+
+    registry = open_registry(stack.info["registry"], s3_client=stack.client("s3"))
+    version: str = registry.push(artifact).version
+    registry.promote(DEFAULT_MODEL_NAME, version, "champion")
+    return version
+
+
+def _run_local_down(args: argparse.Namespace) -> None:
+    import os
+    import signal
+    import time
+
+    from infra.local.stack import read_state
+
+    pid = int(read_state(args.root)["pid"])
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        (args.root / "local.json").unlink(missing_ok=True)
+        raise ValueError(f"no process {pid}: removed a stale {args.root / 'local.json'}") from None
+    deadline = time.monotonic() + 60
+    while (args.root / "local.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(f"stopped the local stack (pid {pid})")
+
+
+def _run_local_env(args: argparse.Namespace) -> None:
+    from infra.local.stack import CREDENTIALS, read_state
+    from models.contracts import ENV_REGISTRY
+
+    info = read_state(args.root)
+    exports = {
+        "AWS_ENDPOINT_URL": info["endpoint_url"],
+        "AWS_DEFAULT_REGION": info["region"],
+        **CREDENTIALS,
+        ENV_REGISTRY: info["registry"],
+    }
+    for key, value in exports.items():
+        print(f"export {key}={value}")
+
+
+# --- stream -----------------------------------------------------------------------------
+
+
+def _add_stream(sub: Any) -> None:
+    p = sub.add_parser(
+        "stream",
+        help="put a simulated day's transactions and labels on the Kinesis streams",
+        description=(
+            "put: read a simulated dataset and put one day's transactions (partition key: "
+            "the customer) on the transactions stream and the chargebacks delivered that day "
+            "(a week late; partition key: the terminal) on the labels stream, in delivery "
+            "order, in PutRecords calls of up to 500 records, with a progress bar. Streams "
+            "default to the running local stack's (.rtml/local.json)."
+        ),
+    )
+    verbs = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    put = verbs.add_parser("put", help="put a day of records")
+    put.add_argument("--in", dest="src", type=Path, required=True, help="simulated dataset")
+    put.add_argument("--date", type=_iso_date, required=True, help="the day to put")
+    put.add_argument("--rate", type=_positive_float, default=None, help="records a second")
+    put.add_argument("--limit", type=_positive_int, default=None, help="first N records only")
+    put.add_argument("--labels", choices=("all", "chargebacks"), default="chargebacks")
+    put.add_argument("--stream", default=None, help="transactions stream (default: local)")
+    put.add_argument("--labels-stream", default=None, help="labels stream (default: local)")
+    put.add_argument("--root", type=Path, default=Path(".rtml"))
+    put.add_argument("--json", action="store_true")
+    put.set_defaults(func=_run_stream_put)
+
+
+def _run_stream_put(args: argparse.Namespace) -> None:
+    from datetime import UTC, datetime
+
+    import boto3
+
+    from models import datasets
+    from models.contracts import TRANSACTIONS_COLUMNS
+    from models.features.replay import delivered_between
+    from models.kinesis_producer import Entry, put_records
+    from models.wire import encode_event
+
+    client_args: dict[str, Any] = {}
+    streams = (args.stream, args.labels_stream)
+    if None in streams:
+        from infra.local.stack import CREDENTIALS, read_state
+
+        info = read_state(args.root)
+        streams = (args.stream or info["transactions_stream"],
+                   args.labels_stream or info["labels_stream"])  # fmt: skip
+        client_args = {
+            "endpoint_url": info["endpoint_url"],
+            "region_name": info["region"],
+            "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        }
+    table = datasets.read_dataset(args.src, TRANSACTIONS_COLUMNS)
+    start = int(datetime(args.date.year, args.date.month, args.date.day, tzinfo=UTC).timestamp())
+    events = delivered_between(table, start, start + 86_400, labels=args.labels)
+    if args.limit:
+        events = events[: args.limit]
+    if not events:
+        raise ValueError(f"no records on {args.date} in {args.src}")
+    client = boto3.client("kinesis", **client_args)
+    # consecutive runs of one kind, in delivery order (a chargeback lands between the
+    # transactions it precedes), each put on its own stream
+    runs: list[tuple[bool, list[Entry]]] = []
+    for e in events:
+        entry = Entry(encode_event(e), str(e.terminal_id if e.is_label else e.customer_id))
+        if runs and runs[-1][0] == e.is_label:
+            runs[-1][1].append(entry)
+        else:
+            runs.append((e.is_label, [entry]))
+    result: dict[str, Any] = {"date": args.date.isoformat(), "transactions": 0, "labels": 0}
+    retried = 0
+    with _progress(len(events), f"put {args.date}") as bar:
+        for is_label, entries in runs:
+            stats = put_records(client, streams[int(is_label)], entries, rate=args.rate,
+                                progress=bar.update)  # fmt: skip
+            result["labels" if is_label else "transactions"] += stats.records
+            retried += stats.retried
+    result["retried"] = retried
+    _emit(result, args.json)
+
+
 # --- entry point ------------------------------------------------------------------------
 
 COMMANDS: tuple[Callable[[Any], None], ...] = (
@@ -481,6 +686,8 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_features,
     _add_train,
     _add_models,
+    _add_local,
+    _add_stream,
 )
 
 
