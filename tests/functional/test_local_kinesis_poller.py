@@ -40,7 +40,8 @@ class Function:
             attempt = len(self.batches)
         if self.rule is None:
             return Invocation(result={"batchItemFailures": []})
-        return self.rule(records, values, attempt)
+        answer: Invocation = self.rule(records, values, attempt)
+        return answer
 
 
 @dataclass
