@@ -152,6 +152,7 @@ def save(
     scaled: bool = True,
     seed: int = 0,
     nan_fraction: float = 0.0,
+    name: str = "fraud-test",
 ) -> tuple[Any, npt.NDArray[np.float64], npt.NDArray[np.float64], LoadedModel]:
     """Train on (scaled) random data, save, load: (model, mean, scale, loaded)."""
     x, y = _data(seed)
@@ -163,7 +164,7 @@ def save(
     model = fit(family, (x - mean) / scale, y)
     save_artifact(
         out,
-        name="fraud-test",
+        name=name,
         model=model,
         family=family,
         feature_names=BASELINE.feature_names(),
