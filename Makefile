@@ -65,16 +65,18 @@ test: lint typecheck pytest synth  ## what CI runs: lint, types, tests (not slow
 
 test-all: lint typecheck pytest-all synth  ## test, plus the slow tests
 
-REGISTRY ?= file://$(abspath $(DATA))/registry
+DEMO_SCALE ?= book
+DEMO_DATE ?= 2018-08-10
+SIM_ARGS_book :=
+SIM_ARGS_small := --customers 500 --terminals 1000
 
-demo: $(BIN)/.installed  ## the main job on the local default: simulate, features, train, register
-	$(BIN)/rtml simulate --out $(DATA)/simulated
+demo: $(BIN)/.installed  ## simulate, features, train, then a day through Kinesis on the local stack
+	$(BIN)/rtml simulate $(SIM_ARGS_$(DEMO_SCALE)) --out $(DATA)/simulated
 	$(BIN)/rtml features --in $(DATA)/simulated --out $(DATA)/features
 	$(BIN)/rtml train --data $(DATA)/features --model xgboost --out $(DATA)/artifacts/xgboost
-	version=$$($(BIN)/rtml models push $(DATA)/artifacts/xgboost --registry $(REGISTRY) --json \
-		| $(BIN)/python -c 'import json, sys; print(json.load(sys.stdin)["version"])') && \
-	$(BIN)/rtml models promote fraud $$version --alias champion --registry $(REGISTRY)
-	$(BIN)/rtml models list --registry $(REGISTRY)
+	$(BIN)/rtml train --data $(DATA)/features --model logistic_regression \
+		--out $(DATA)/artifacts/logistic_regression
+	RTML=$(BIN)/rtml PY=$(BIN)/python scripts/demo-local.sh $(DATA) $(DEMO_DATE)
 
 bench: $(BIN)/.installed  ## benchmarks (figures as ratios measured in one run; after make demo)
 	$(BIN)/python -m bench.simulator

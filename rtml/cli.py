@@ -501,6 +501,14 @@ def _add_local(sub: Any) -> None:
     down = verbs.add_parser("down", help="stop a stack started with --detach")
     down.add_argument("--root", type=Path, default=Path(".rtml"))
     down.set_defaults(func=_run_local_down)
+    report = verbs.add_parser("report", help="what a day streamed through the stack gave")
+    report.add_argument("--in", dest="src", type=Path, required=True, help="simulated dataset")
+    report.add_argument("--date", type=_iso_date, required=True, help="the day streamed")
+    report.add_argument("--out", type=Path, default=Path(".rtml/report.html"))
+    report.add_argument("--no-wait", action="store_true", help="report now, not when scored")
+    report.add_argument("--root", type=Path, default=Path(".rtml"))
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=_run_local_report)
     env = verbs.add_parser("env", help="print shell exports for the running stack")
     env.add_argument("--root", type=Path, default=Path(".rtml"))
     env.set_defaults(func=_run_local_env)
@@ -581,6 +589,16 @@ def _run_local_down(args: argparse.Namespace) -> None:
     print(f"stopped the local stack (pid {pid})")
 
 
+def _run_local_report(args: argparse.Namespace) -> None:
+    from infra.local import report
+    from infra.local.stack import read_state
+
+    built = report.build(read_state(args.root), args.src, args.date, wait=not args.no_wait)
+    path = report.write_html(built, args.out)
+    _emit({**{k: v for k, v in built.items() if not k.startswith("_")}, "html": str(path)},
+          args.json)  # fmt: skip
+
+
 def _run_local_env(args: argparse.Namespace) -> None:
     from infra.local.stack import CREDENTIALS, read_state
     from models.contracts import ENV_REGISTRY
@@ -616,10 +634,22 @@ def _add_stream(sub: Any) -> None:
     put.add_argument("--in", dest="src", type=Path, required=True, help="simulated dataset")
     put.add_argument("--date", type=_iso_date, required=True, help="the day to put")
     put.add_argument("--rate", type=_positive_float, default=None, help="records a second")
-    put.add_argument("--limit", type=_positive_int, default=None, help="first N records only")
+    put.add_argument("--offset", type=_non_negative_int, default=0, help="skip the first N")
+    put.add_argument("--limit", type=_positive_int, default=None, help="N records at most")
+    put.add_argument(
+        "--poison",
+        type=_non_negative_int,
+        default=0,
+        help="also put N invalid records (each kind the scorer refuses, in turn), for demos",
+    )
     put.add_argument("--labels", choices=("all", "chargebacks"), default="chargebacks")
     put.add_argument("--stream", default=None, help="transactions stream (default: local)")
     put.add_argument("--labels-stream", default=None, help="labels stream (default: local)")
+    put.add_argument(
+        "--wait",
+        action="store_true",
+        help="then wait until every transaction put has a stored prediction (local stack)",
+    )
     put.add_argument("--root", type=Path, default=Path(".rtml"))
     put.add_argument("--json", action="store_true")
     put.set_defaults(func=_run_stream_put)
@@ -653,6 +683,7 @@ def _run_stream_put(args: argparse.Namespace) -> None:
     table = datasets.read_dataset(args.src, TRANSACTIONS_COLUMNS)
     start = int(datetime(args.date.year, args.date.month, args.date.day, tzinfo=UTC).timestamp())
     events = delivered_between(table, start, start + 86_400, labels=args.labels)
+    events = events[args.offset :]
     if args.limit:
         events = events[: args.limit]
     if not events:
@@ -667,16 +698,48 @@ def _run_stream_put(args: argparse.Namespace) -> None:
             runs[-1][1].append(entry)
         else:
             runs.append((e.is_label, [entry]))
+    poison = _poison_records(events, args.poison)
+    if poison:
+        runs.append((False, [Entry(p, "poison") for p in poison]))
     result: dict[str, Any] = {"date": args.date.isoformat(), "transactions": 0, "labels": 0}
     retried = 0
-    with _progress(len(events), f"put {args.date}") as bar:
+    with _progress(len(events) + len(poison), f"put {args.date}") as bar:
         for is_label, entries in runs:
             stats = put_records(client, streams[int(is_label)], entries, rate=args.rate,
                                 progress=bar.update)  # fmt: skip
             result["labels" if is_label else "transactions"] += stats.records
             retried += stats.retried
     result["retried"] = retried
+    result["poison"] = len(poison)
+    result["transactions"] -= len(poison)
+    if args.wait:
+        from infra.local.report import wait_for_scored
+        from infra.local.stack import read_state
+
+        ids = {e.transaction_id for e in events if not e.is_label}
+        with _progress(len(ids), "scored") as bar:
+            scored = wait_for_scored(read_state(args.root), ids, progress=bar.update)
+        result["scored"] = scored
     _emit(result, args.json)
+
+
+def _poison_records(events: Sequence[Any], count: int) -> list[bytes]:
+    """``count`` records the scorer must refuse, cycling through the kinds it names."""
+    from models.wire import encode_event
+
+    base = json.loads(encode_event(next(e for e in events if not e.is_label)))
+    kinds: list[bytes] = [
+        b"{not json",
+        json.dumps({**base, "transaction_id": 9_000_000_001, "tx_amount": -5.0}).encode(),
+        json.dumps({**base, "transaction_id": 9_000_000_002, "promo": "x"}).encode(),
+        json.dumps({k: v for k, v in base.items() if k != "terminal_id"}).encode(),
+        json.dumps(
+            {**base, "transaction_id": 9_000_000_003, "tx_datetime": base["tx_datetime"] + "+02:00"}
+        ).encode(),
+        json.dumps({**base, "tx_amount": base["tx_amount"] + 1.0}).encode(),  # id reused
+        "\udcff".encode("utf-8", "surrogatepass"),
+    ]
+    return [kinds[k % len(kinds)] for k in range(count)]
 
 
 # --- entry point ------------------------------------------------------------------------
