@@ -130,7 +130,9 @@ class _Event(BaseModel):
 
     @field_validator("tx_datetime")
     @classmethod
-    def _naive(cls, value: datetime, info: ValidationInfo) -> datetime:
+    def _naive(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is None:  # only a PredictionRequest may leave it out (then: now)
+            return value
         if value.tzinfo is not None:
             raise ValueError("must be naive local time (no timezone)")
         not_after = (info.context or {}).get("not_after")
@@ -161,6 +163,92 @@ class LabelEvent(_Event):
 
     event_type: Literal["label"] = "label"
     tx_fraud: Literal[0, 1]
+
+
+class PredictionRequest(TransactionEvent):
+    """A transaction sent to the API: the stream's wire format and validation, except that
+    ``transaction_id`` may be left out (scored, never stored) and ``tx_datetime`` defaults
+    to the time of the request."""
+
+    transaction_id: int | None = Field(default=None, ge=0, le=MAX_ENTITY_ID)  # type: ignore[assignment]
+    tx_datetime: datetime | None = Field(  # type: ignore[assignment]
+        default=None, description="Naive local time; the request's time when left out."
+    )
+
+
+MAX_BATCH_PREDICTIONS: Final = 100
+"""Transactions one ``POST /v1/predictions:batch`` takes (one BatchGetItem round of 200
+keys, well within Lambda's 6 MB payload)."""
+
+
+class BatchPredictionRequest(BaseModel):
+    """Transactions to score in one call; each is validated on its own, so one bad item
+    is reported with its index while the others are scored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    transactions: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH_PREDICTIONS)
+
+
+class PredictionResponse(BaseModel):
+    """What the API answers for one scored transaction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    transaction_id: int | None
+    customer_id: int
+    terminal_id: int
+    tx_datetime: datetime
+    score: float
+    decision: Literal["high_risk", "low_risk"]
+    threshold: float
+    model_name: str
+    model_version: str
+    challenger_score: float | None = None
+    challenger_version: str | None = None
+    stored: bool = Field(description="Whether the prediction was stored (it has an id).")
+    features: dict[str, float] | None = Field(
+        default=None, description="The model inputs, with ?explain=true."
+    )
+    scored_at: datetime
+
+
+class FieldProblem(BaseModel):
+    """One refused field: where it is and what is wrong with it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    problem: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API returns: a code, a message, the fields at fault, the request id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    error: str
+    message: str
+    fields: list[FieldProblem] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+class BatchItemResult(BaseModel):
+    """One item of a batch: its prediction, or why it was refused."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    prediction: PredictionResponse | None = None
+    error: ErrorResponse | None = None
+
+
+class BatchPredictionResponse(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    results: list[BatchItemResult]
+    scored: int
+    refused: int
 
 
 def _event_kind(value: Any) -> str:
