@@ -15,7 +15,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install bundle lint typecheck pytest pytest-all synth test test-all demo bench bench-peers lock clean
+.PHONY: help install bundle openapi lint typecheck pytest pytest-all synth test test-all demo bench bench-peers lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ $(BUNDLE_STAMP): $(BIN)/.installed $(BUNDLE_SOURCES)
 	touch $@
 
 bundle: $(BUNDLE_STAMP)  ## build the Lambda serving zip(s) from manylinux wheels (no Docker)
+
+openapi: $(BIN)/.installed  ## write docs/openapi.json from the API's contracts
+	$(BIN)/python -c 'import json; from models.openapi import openapi_spec; print(json.dumps(openapi_spec(), indent=2, sort_keys=True))' > docs/openapi.json
 
 lint: $(BIN)/.installed  ## ruff lint + format check
 	$(BIN)/ruff check .

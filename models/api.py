@@ -108,7 +108,10 @@ def parse_request(value: Any, *, max_amount: float = DEFAULT_MAX_AMOUNT) -> Pred
             [FieldProblem(field="body", problem="expected an object")],
         )
     try:
-        return PredictionRequest.model_validate(value, context={"max_amount": max_amount})
+        # from JSON text, as the stream validates: strict JSON types, ISO times as strings
+        return PredictionRequest.model_validate_json(
+            json.dumps(value), context={"max_amount": max_amount}
+        )
     except ValidationError as exc:
         raise ApiError(
             422, "invalid_transaction", "the transaction is not valid", _problems(exc)
@@ -166,7 +169,8 @@ class ApiScoring:
         self, requests: Sequence[PredictionRequest], *, explain: bool = False
     ) -> list[PredictionResponse | ApiError]:
         """Score valid requests in one state read and one model call per model version."""
-        from models.registry import ModelUnavailableError
+        from models.features.dynamodb_store import StoreUnavailableError
+        from models.registry import RegistryError
 
         now = self.clock()
         naive_now = now.replace(tzinfo=None)
@@ -193,16 +197,23 @@ class ApiScoring:
                 path="api",
                 scored_at=now,
             )
-        except ModelUnavailableError as exc:
+        except RegistryError as exc:  # no champion alias, or no version of it loads
+            message = str(exc).splitlines()[0]
             raise ApiError(
-                503, "model_unavailable", str(exc), headers={"Retry-After": "30"}
+                503, "model_unavailable", message, headers={"Retry-After": "30"}
+            ) from exc
+        except StoreUnavailableError as exc:
+            raise ApiError(
+                503,
+                "state_unavailable",
+                "the feature state is unavailable",
+                headers={"Retry-After": "5"},
             ) from exc
         outcomes = self._store(
             [p for p, r in zip(scored, requests, strict=True) if r.transaction_id is not None]
         )
         return [
-            outcomes.get(p.transaction_id)
-            or _response(p, stored=r.transaction_id is not None, explain=explain)
+            (outcomes.get(p.transaction_id) or _response(p, stored=True, explain=explain))
             if r.transaction_id is not None
             else _response(p, stored=False, explain=explain, unnamed=True)
             for p, r in zip(scored, requests, strict=True)

@@ -11,7 +11,7 @@ import pytest
 HEAVY = ("numpy", "scipy", "sklearn", "xgboost", "pyarrow", "pandas", "matplotlib")
 
 
-@pytest.mark.parametrize("module", ["lambdas.stream"])
+@pytest.mark.parametrize("module", ["lambdas.stream", "lambdas.api"])
 def test_serving_handler_import_chain_is_light(module: str) -> None:
     # given a fresh interpreter (nothing imported by other tests)
     code = (
