@@ -12,6 +12,11 @@ import aws_cdk as cdk
 from aws_cdk import aws_s3 as s3
 from constructs import IConstruct
 
+API_GATEWAY_LOGS_ROLE: Final = (
+    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+    "AmazonAPIGatewayPushToCloudWatchLogs]"
+)
+
 REASONS: Final[dict[str, str]] = {
     "AwsSolutions-L1": (
         "Functions pin python3.12: the serving bundle's wheels and compiled .pyc are built for"
@@ -24,6 +29,21 @@ REASONS: Final[dict[str, str]] = {
     "AwsSolutions-IAM5[Resource::<Bucket.Arn>/<prefix>/*]": (
         "Object actions on the keys under one prefix of one bucket (the registry, the archive):"
         " S3 object ARNs can only be scoped by prefix."
+    ),
+    "AwsSolutions-APIG3": (
+        "No WAF web ACL: the API is keyed and throttled by its usage plan; a web ACL costs"
+        " $5/month plus per request and belongs to the account's edge policy, not this app."
+    ),
+    "AwsSolutions-APIG4": (
+        "Callers are machines holding an API key under a usage plan (auth: api_key); set"
+        " auth: iam in cdk.json for SigV4 authorization instead."
+    ),
+    "AwsSolutions-COG4": (
+        "No Cognito user pool: callers are services, not end users (API keys or IAM)."
+    ),
+    API_GATEWAY_LOGS_ROLE: (
+        "The account-level role API Gateway needs to write access and execution logs; AWS's"
+        " managed policy is the documented one and is scoped to logs."
     ),
     "AwsSolutions-SQS3": (
         "A terminal dead-letter queue: poison records and failed-batch metadata end here for"

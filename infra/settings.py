@@ -132,6 +132,38 @@ class StreamPathSettings(BaseModel):
         return self
 
 
+class ApiPathSettings(BaseModel):
+    """The on-demand path: the REST API, its usage plan, and the predictor function."""
+
+    model_config = _STRICT
+
+    auth: Literal["api_key", "iam"] = "api_key"
+    """``api_key``: an API key (``x-api-key``) and usage plan; ``iam``: SigV4-signed calls."""
+
+    rate_limit: float = Field(default=100.0, gt=0)
+    """Steady requests a second, per key (usage plan) and for the stage."""
+
+    burst_limit: int = Field(default=200, ge=1)
+    """Requests allowed in a burst above the rate."""
+
+    quota_per_day: int | None = Field(default=1_000_000, ge=1)
+    """Requests a day per key (``None``: no quota)."""
+
+    memory_mb: int = Field(default=1024, ge=128, le=10240)
+    timeout_seconds: int = Field(default=10, ge=1, le=29)
+    """Under API Gateway's 29 s integration timeout (a caller sees 504 past it)."""
+
+    reserved_concurrency: int | None = Field(default=None, ge=1)
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed by CORS; empty: no CORS at all."""
+
+    latency_alarm_ms: int = Field(default=500, ge=1)
+    """Alarm when the API's p99 latency stays above this."""
+
+    error_rate_alarm: float = Field(default=0.05, gt=0, le=1)
+    """Alarm when this share of requests gets a 4xx."""
+
+
 class EnvSettings(BaseModel):
     """Settings of one deployment environment (a CDK stage holding the rtml stack)."""
 
@@ -164,6 +196,9 @@ class EnvSettings(BaseModel):
 
     stream: StreamPathSettings = StreamPathSettings()
     """The Kinesis scoring path."""
+
+    api: ApiPathSettings = ApiPathSettings()
+    """The on-demand path (REST API)."""
 
     @field_validator("log_retention_days")
     @classmethod

@@ -45,6 +45,15 @@ LOCAL_DIFFERENCES: Final[dict[str, str]] = {
         " shard's batches one at a time (order per partition key is kept either way)"
     ),
     "AWS::CloudWatch::Alarm": "created; moto never evaluates alarms against metrics",
+    "AWS::ApiGateway::RestApi": (
+        "created in moto and served by rtml's front (infra/local/apigateway.py) at"
+        " http://127.0.0.1:<port+1>/<stage>/: routes, API keys, usage plan rate, burst and"
+        " daily quota, stage throttling, body models, gateway responses; no custom domains,"
+        " authorizers, caching, or VTL mapping templates (proxy integrations only)"
+    ),
+    "AWS::ApiGateway::Stage": "access logs and X-Ray are recorded only",
+    "AWS::ApiGateway::Account": "the logging role is recorded; nothing is logged to CloudWatch",
+    "AWS::Lambda::Permission": "stored, not enforced (the front invokes the function itself)",
     "Tags": "recorded in the deployment, not applied to resources",
     "DeletionPolicy": "moot: the local stack keeps nothing across restarts",
 }
@@ -648,7 +657,9 @@ def _mapping(d: Deployer, logical_id: str, p: dict[str, Any]) -> Created:
     "DatapointsToAlarm",
     "Dimensions",
     "EvaluationPeriods",
+    "ExtendedStatistic",
     "MetricName",
+    "Metrics",
     "Namespace",
     "Period",
     "Statistic",
@@ -658,8 +669,18 @@ def _mapping(d: Deployer, logical_id: str, p: dict[str, Any]) -> Created:
 def _alarm(d: Deployer, logical_id: str, p: dict[str, Any]) -> Created:
     name = p.get("AlarmName") or physical_name(d.stack_name, logical_id, limit=255)
     args = {k: v for k, v in p.items() if k not in ("Tags", "AlarmName")}
+    if "Metrics" in args:  # metric math: CloudFormation's shape is the API's
+        args["Metrics"] = [_metric_query(m) for m in args["Metrics"]]
     d.client("cloudwatch").put_metric_alarm(AlarmName=name, **args)
     return Created(name, {"Arn": d.arn("cloudwatch", f"alarm:{name}")})
+
+
+def _metric_query(query: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in query.items() if k != "MetricStat"}
+    if "MetricStat" in query:
+        stat = query["MetricStat"]
+        out["MetricStat"] = {**stat, "Metric": dict(stat["Metric"])}
+    return out
 
 
 def publish_file_assets(assets_manifest: Path, resolve: Resolver, s3: Any) -> list[tuple[str, str]]:
@@ -683,3 +704,7 @@ def publish_file_assets(assets_manifest: Path, resolve: Resolver, s3: Any) -> li
             s3.upload_file(str(source), bucket, key)
             published.append((bucket, key))
     return published
+
+
+# API Gateway's handlers live with its local front; importing registers them.
+from infra.local import apigateway as _apigateway  # noqa: E402, F401

@@ -45,6 +45,7 @@ OUTPUT_KEYS: Final = {
     "ScorerFunction": "scorer_function",
     "AlarmTopic": "alarm_topic",
     "ApiUrl": "api_url",
+    "ApiFunction": "api_function",
     "StateMachineArn": "state_machine_arn",
 }
 """Stack outputs and their names in local.json (the last ones once those paths exist)."""
@@ -67,6 +68,9 @@ class LocalStack:
     server: Any = None
     lambdas: LocalLambda | None = None
     poller: KinesisPoller | None = None
+    api_front: Any = None
+    api_port: int | None = None
+    """Port of the local API Gateway front (default: ``port + 1``)."""
     deployer: Deployer | None = None
     info: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -108,6 +112,7 @@ class LocalStack:
         deployer.deploy(template)
         self.progress(f"deployed {len(deployer.resources)} resources of {stack_name}")
         self._start_functions(assets_path.parent, deployer)
+        self._start_api(deployer)
         self.timings["deploy"] = time.perf_counter() - deploy_started
         self.timings["total"] = time.perf_counter() - started
         self.info = self._describe(stack_name, deployer)
@@ -119,6 +124,8 @@ class LocalStack:
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
         os.environ.setdefault("MOTO_PORT", str(self.port))  # moto's Step Functions call back here
+        # AWS-managed policies (the API Gateway logging role attaches one) exist only then
+        os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
         _configure_moto(self.endpoint_url)
@@ -203,6 +210,24 @@ class LocalStack:
         self.poller.start(mappings)
         self.progress(f"{len(arns)} function(s), {len(mappings)} Kinesis mapping(s) running")
 
+    def _start_api(self, deployer: Deployer) -> None:
+        from infra.local.apigateway import ApiFront, registry
+
+        apis = registry(deployer)
+        if not apis.apis:
+            return
+        assert self.lambdas is not None
+        self.api_front = ApiFront(apis, self.lambdas.invoke, account=deployer.account,
+                                  region=self.region)  # fmt: skip
+        base = self.api_front.start(self.api_port or self.port + 1)
+        api = next(iter(apis.apis.values()))
+        stage = next(iter(api.stages), "")
+        self.info_api = {
+            "api_url": f"{base}/{stage}/",
+            "api_key": next((k.value for k in apis.keys.values() if k.enabled), None),
+        }
+        self.progress(f"API at {self.info_api['api_url']}")
+
     def _describe(self, stack_name: str, deployer: Deployer) -> dict[str, Any]:
         info: dict[str, Any] = {
             "endpoint_url": self.endpoint_url,
@@ -216,6 +241,7 @@ class LocalStack:
             if output in deployer.outputs:
                 info[key] = deployer.outputs[output]
         info["api_key"] = None
+        info.update(getattr(self, "info_api", {}))  # the local front's URL, not AWS's
         if info.get("artifacts_bucket"):
             from models.contracts import REGISTRY_PREFIX
 
@@ -228,6 +254,8 @@ class LocalStack:
     # --- down -----------------------------------------------------------------------------
 
     def down(self) -> None:
+        if self.api_front is not None:
+            self.api_front.stop()
         if self.poller is not None:
             self.poller.stop()
         if self.lambdas is not None:

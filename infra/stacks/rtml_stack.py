@@ -11,6 +11,7 @@ from infra.constructs.alarm_topic import AlarmTopic
 from infra.constructs.artifacts_bucket import ArtifactsBucket
 from infra.constructs.data_bucket import DataBucket
 from infra.constructs.feature_state_table import FeatureStateTable
+from infra.constructs.predict_api import PredictApi
 from infra.constructs.stream_scoring import StreamScoring
 from infra.settings import EnvSettings
 
@@ -37,6 +38,9 @@ class RtmlStack(cdk.Stack):
 
     stream: StreamScoring
     """The Kinesis scoring path."""
+
+    predict_api: PredictApi
+    """The on-demand path (REST API)."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, settings: EnvSettings, **kwargs: Any
@@ -65,6 +69,15 @@ class RtmlStack(cdk.Stack):
             data_bucket=self.data.bucket,
             alarm_topic=self.alarm_topic.topic,
         )
+        self.predict_api = PredictApi(
+            self,
+            "Api",
+            settings=settings,
+            feature_state=self.feature_state.table,
+            predictions=self.stream.predictions,
+            registry_bucket=self.artifacts.bucket,
+            alarm_topic=self.alarm_topic.topic,
+        )
         outputs = {
             "ArtifactsBucket": self.artifacts.bucket.bucket_name,
             "DataBucket": self.data.bucket.bucket_name,
@@ -77,6 +90,10 @@ class RtmlStack(cdk.Stack):
             "AlertBus": self.stream.alerts.event_bus_name,
             "ScorerFunction": self.stream.scorer.function.function_name,
             "AlarmTopic": self.alarm_topic.topic.topic_arn,
+            "ApiUrl": self.predict_api.api.url,
+            "ApiFunction": self.predict_api.function.function.function_name,
         }
+        if self.predict_api.key is not None:  # the id only: the value never leaves API Gateway
+            outputs["ApiKeyId"] = self.predict_api.key.key_id
         for name, value in outputs.items():
             cdk.CfnOutput(self, name, value=value)

@@ -158,3 +158,52 @@ def test_lambda_invoke_runs_the_deployed_handler_through_moto(stack: LocalStack)
     assert "Item" in item
     log = Path(stack.info["logs"]) / f"{function}.log"
     assert log.exists() and log.stat().st_size > 0
+
+
+def _http(
+    url: str, *, method: str = "GET", body: Any = None, key: str | None = None
+) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **({"x-api-key": key} if key else {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_api_answers_through_the_local_gateway_with_the_local_key(stack: LocalStack) -> None:
+    url, key = stack.info["api_url"], stack.info["api_key"]
+    assert url and key
+    request = {"customer_id": 1, "terminal_id": 7, "tx_amount": 42.0,
+               "tx_datetime": "2018-05-15T11:00:00"}  # fmt: skip
+
+    # a decision, with the key
+    status, body = _http(f"{url}v1/predictions?explain=true", method="POST", body=request, key=key)
+    assert status == 200, body
+    assert body["decision"] in ("high_risk", "low_risk") and body["features"]
+    # the gateway's own answers, in the API's error shape
+    status, body = _http(f"{url}v1/predictions", method="POST", body=request)
+    assert (status, body["error"]) == (403, "forbidden")
+    status, body = _http(f"{url}v1/nothing", key=key)
+    assert (status, body["error"]) == (404, "not_found")
+    too_many = {"transactions": [request] * 101}
+    status, body = _http(f"{url}v1/predictions:batch", method="POST", body=too_many, key=key)
+    assert (status, body["error"]) == (400, "bad_request")
+    # the function's own refusals pass through
+    status, body = _http(f"{url}v1/predictions", method="POST", body={**request, "tx_amount": -1},
+                         key=key)  # fmt: skip
+    assert (status, body["error"]) == (422, "invalid_transaction")
+
+
+def test_api_reads_back_a_prediction_the_stream_wrote(stack: LocalStack) -> None:
+    record = _record(4000, customer=2, minute=45)
+    _put(stack, [json.dumps(record).encode()], ["2"])
+    _settle(stack)
+    status, body = _http(f"{stack.info['api_url']}v1/predictions/4000", key=stack.info["api_key"])
+    assert status == 200, body
+    assert (body["transaction_id"], body["path"]) == (4000, "stream")
