@@ -742,6 +742,104 @@ def _poison_records(events: Sequence[Any], count: int) -> list[bytes]:
     return [kinds[k % len(kinds)] for k in range(count)]
 
 
+# --- api ---------------------------------------------------------------------------------
+
+
+def _add_api(sub: Any) -> None:
+    p = sub.add_parser(
+        "api",
+        help="call the predictions API (the running local stack's, or --url/--key)",
+        description=(
+            "predict: send a sample of a simulated day's transactions (half of them frauds "
+            "when the day has enough) to POST /v1/predictions:batch and print each decision "
+            "next to its true label."
+        ),
+    )
+    verbs = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    predict = verbs.add_parser("predict", help="score a sample of a day's transactions")
+    predict.add_argument("--in", dest="src", type=Path, required=True, help="simulated dataset")
+    predict.add_argument("--date", type=_iso_date, required=True)
+    predict.add_argument("--sample", type=_positive_int, default=10, help="transactions (<=100)")
+    predict.add_argument("--url", default=None, help="API base URL (default: local stack)")
+    predict.add_argument("--key", default=None, help="API key (default: local stack's)")
+    predict.add_argument("--root", type=Path, default=Path(".rtml"))
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(func=_run_api_predict)
+
+
+def _run_api_predict(args: argparse.Namespace) -> None:
+    import urllib.error
+    import urllib.request
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from models import datasets
+    from models.contracts import MAX_BATCH_PREDICTIONS, TRANSACTIONS_COLUMNS
+
+    url, key = args.url, args.key
+    if url is None or key is None:
+        from infra.local.stack import read_state
+
+        info = read_state(args.root)
+        url, key = url or info["api_url"], key or info["api_key"]
+    if not url:
+        raise ValueError("no API URL: the stack has no API, or pass --url")
+    table = datasets.read_dataset(args.src, TRANSACTIONS_COLUMNS)
+    times = table.column("TX_DATETIME").to_numpy()
+    start = np.datetime64(args.date.isoformat())
+    rows = np.flatnonzero((times >= start) & (times < start + np.timedelta64(1, "D")))
+    if not len(rows):
+        raise ValueError(f"no transactions on {args.date} in {args.src}")
+    # half frauds of the day (when it has them), half genuine: a sample worth looking at
+    fraud = table.column("TX_FRAUD").to_numpy()[rows]
+    size = min(args.sample, MAX_BATCH_PREDICTIONS)
+    frauds = rows[fraud == 1][: size // 2]
+    picked = np.sort(np.concatenate([frauds, rows[fraud == 0][: size - len(frauds)]]))
+    names = ("TRANSACTION_ID", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD")
+    columns = {name: table.column(name).to_numpy() for name in names}
+    transactions = [
+        {
+            "transaction_id": int(columns["TRANSACTION_ID"][i]),
+            "tx_datetime": str(times[i].astype("datetime64[s]")),
+            "customer_id": int(columns["CUSTOMER_ID"][i]),
+            "terminal_id": int(columns["TERMINAL_ID"][i]),
+            "tx_amount": float(columns["TX_AMOUNT"][i]),
+        }
+        for i in picked
+    ]
+    request = urllib.request.Request(
+        url.rstrip("/") + "/v1/predictions:batch",
+        data=json.dumps({"transactions": transactions}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "x-api-key": key or ""},
+    )
+    started = datetime.now(UTC)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise ValueError(f"the API answered {error.code}: {error.read().decode()[:300]}") from None
+    elapsed_ms = (datetime.now(UTC) - started).total_seconds() * 1000
+    rows_out = []
+    for i, result in zip(picked, body["results"], strict=True):
+        p = result.get("prediction") or {}
+        rows_out.append({
+            "transaction_id": int(columns["TRANSACTION_ID"][i]),
+            "amount": round(float(columns["TX_AMOUNT"][i]), 2),
+            "score": None if not p else round(p["score"], 4),
+            "decision": p.get("decision") or (result.get("error") or {}).get("error"),
+            "model_version": p.get("model_version"),
+            "is_fraud": int(columns["TX_FRAUD"][i]),
+        })  # fmt: skip
+    if args.json:
+        print(json.dumps({"elapsed_ms": round(elapsed_ms, 1), "predictions": rows_out}))
+        return
+    _print_rows(rows_out, ("transaction_id", "amount", "score", "decision", "model_version",
+                           "is_fraud"))  # fmt: skip
+    print(f"{len(rows_out)} transactions scored in one call, {elapsed_ms:.0f} ms")
+
+
 # --- entry point ------------------------------------------------------------------------
 
 COMMANDS: tuple[Callable[[Any], None], ...] = (
@@ -751,6 +849,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_models,
     _add_local,
     _add_stream,
+    _add_api,
 )
 
 

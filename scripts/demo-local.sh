@@ -33,6 +33,10 @@ echo "== hot swap: the challenger becomes champion mid-stream (no redeploy)"
 echo "== the rest of the day"
 "$RTML" stream put --in "$DATA/simulated" --date "$DAY" --offset "$HALF"
 
+echo "== the API: a sample of the next day's transactions scored on demand (half frauds)"
+NEXT=$("$PY" -c "from datetime import date, timedelta; print(date.fromisoformat('$DAY') + timedelta(days=1))")
+"$RTML" api predict --in "$DATA/simulated" --date "$NEXT" --sample 12
+
 echo "== report (waits until the day is scored)"
 "$RTML" local report --in "$DATA/simulated" --date "$DAY" --out .rtml/report.html
 echo "logs: .rtml/logs/   report: .rtml/report.html"
