@@ -88,6 +88,7 @@ bench: $(BIN)/.installed  ## benchmarks (figures as ratios measured in one run; 
 	$(BIN)/python -m bench.scorer --data $(DATA)/features
 	$(BIN)/python -m bench.state_store --data $(DATA)/simulated
 	$(BIN)/python -m bench.stream --data $(DATA)/simulated --artifact $(DATA)/artifacts/xgboost
+	$(BIN)/python -m bench.api --data $(DATA)/simulated --artifact $(DATA)/artifacts/xgboost
 
 # Feast's pins stay out of .venv: the peers benchmark gets its own venv on the same Python.
 PEERS_VENV := .venv-peers
