@@ -156,3 +156,33 @@ def test_api_alarms_and_url_output(templates: dict[str, Template], env_name: str
     alarms = {k for k in template.find_resources("AWS::CloudWatch::Alarm") if k.startswith("Api")}
     assert len(alarms) == 3
     assert "ApiUrl" in template.to_json()["Outputs"]
+
+
+def test_iam_auth_setting_signs_calls_instead_of_keys(context: dict[str, Any]) -> None:
+    import copy
+
+    from infra.app import build_app
+    from infra.settings import ENVIRONMENTS_CONTEXT_KEY
+    from infra.stage import RtmlStage
+
+    # given dev with auth: iam and CORS for one origin
+    changed = copy.deepcopy(context)
+    changed[ENVIRONMENTS_CONTEXT_KEY]["dev"]["api"] = {
+        "auth": "iam", "cors_origins": ["https://example.com"]
+    }  # fmt: skip
+    app = build_app({**changed, "env": "dev"})
+    (stage,) = [s for s in app.node.children if isinstance(s, RtmlStage)]
+    template = Template.from_stack(stage.stack)
+
+    # then every method is SigV4-authorized, with no key or usage plan, and CORS preflights
+    methods = template.find_resources("AWS::ApiGateway::Method").values()
+    served = [m["Properties"] for m in methods if m["Properties"]["HttpMethod"] != "OPTIONS"]
+    assert {m["AuthorizationType"] for m in served} == {"AWS_IAM"}
+    assert template.find_resources("AWS::ApiGateway::ApiKey") == {}
+    assert template.find_resources("AWS::ApiGateway::UsagePlan") == {}
+    assert any(m["Properties"]["HttpMethod"] == "OPTIONS" for m in methods)
+
+
+def test_no_cors_unless_configured(templates: dict[str, Template]) -> None:
+    methods = templates["dev"].find_resources("AWS::ApiGateway::Method").values()
+    assert not any(m["Properties"]["HttpMethod"] == "OPTIONS" for m in methods)
