@@ -54,6 +54,10 @@ LOCAL_DIFFERENCES: Final[dict[str, str]] = {
     "AWS::ApiGateway::Stage": "access logs and X-Ray are recorded only",
     "AWS::ApiGateway::Account": "the logging role is recorded; nothing is logged to CloudWatch",
     "AWS::Lambda::Permission": "stored, not enforced (the front invokes the function itself)",
+    "AWS::Scheduler::Schedule": (
+        "created in moto, which never fires it: `rtml local tick [--at TIME]` fires the due"
+        " ones (Lambda and Step Functions targets); no flexible windows or retries"
+    ),
     "Tags": "recorded in the deployment, not applied to resources",
     "DeletionPolicy": "moot: the local stack keeps nothing across restarts",
 }
@@ -706,5 +710,7 @@ def publish_file_assets(assets_manifest: Path, resolve: Resolver, s3: Any) -> li
     return published
 
 
-# API Gateway's handlers live with its local front; importing registers them.
+# Handlers that live with their emulation (API Gateway's front, schedules' tick); importing
+# registers them.
 from infra.local import apigateway as _apigateway  # noqa: E402, F401
+from infra.local import schedules as _schedules  # noqa: E402, F401
