@@ -356,6 +356,10 @@ REGISTRY_PREFIX: Final = "registry"
 """Key prefix of the model registry in the deployed artifacts bucket."""
 ARCHIVE_PREFIX: Final = "predictions"
 """Key prefix of the prediction archive in the data bucket (day-partitioned JSON lines)."""
+TRANSACTIONS_PREFIX: Final = "transactions"
+"""Key prefix of the transactions in the data bucket, day-partitioned as the simulator writes
+them (``transactions/date=YYYY-MM-DD/part-00000.parquet``): the batch path's source."""
+
 
 ENV_REGISTRY: Final = "RTML_REGISTRY"
 """Env var holding the registry URI (``s3://bucket/prefix`` or ``file://dir``)."""

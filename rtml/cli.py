@@ -509,6 +509,12 @@ def _add_local(sub: Any) -> None:
     report.add_argument("--root", type=Path, default=Path(".rtml"))
     report.add_argument("--json", action="store_true")
     report.set_defaults(func=_run_local_report)
+    upload = verbs.add_parser("upload", help="copy a simulated dataset to the data bucket")
+    upload.add_argument("--in", dest="src", type=Path, required=True, help="simulated dataset")
+    upload.add_argument("--prefix", default=None, help="key prefix (default: transactions)")
+    upload.add_argument("--root", type=Path, default=Path(".rtml"))
+    upload.add_argument("--json", action="store_true")
+    upload.set_defaults(func=_run_local_upload)
     tick = verbs.add_parser("tick", help="fire the schedules due at a minute (moto never does)")
     tick.add_argument("--at", default=None, help="UTC time, YYYY-MM-DDTHH:MM (default: now)")
     tick.add_argument("--all", action="store_true", help="fire every enabled schedule")
@@ -603,6 +609,28 @@ def _run_local_report(args: argparse.Namespace) -> None:
     path = report.write_html(built, args.out)
     _emit({**{k: v for k, v in built.items() if not k.startswith("_")}, "html": str(path)},
           args.json)  # fmt: skip
+
+
+def _run_local_upload(args: argparse.Namespace) -> None:
+    from infra.local.report import _client
+    from infra.local.stack import read_state
+    from models.contracts import TRANSACTIONS_PREFIX
+
+    info = read_state(args.root)
+    prefix = (args.prefix or TRANSACTIONS_PREFIX).strip("/")
+    files = sorted(p for p in args.src.rglob("*") if p.is_file())
+    if not files:
+        raise ValueError(f"no files in {args.src}")
+    s3 = _client(info, "s3")
+    size = 0
+    with _progress(len(files), "upload") as bar:
+        for path in files:
+            key = f"{prefix}/{path.relative_to(args.src).as_posix()}"
+            s3.upload_file(str(path), info["data_bucket"], key)
+            size += path.stat().st_size
+            bar.update(1)
+    _emit({"bucket": info["data_bucket"], "prefix": prefix, "files": len(files),
+           "megabytes": round(size / 1e6, 1)}, args.json)  # fmt: skip
 
 
 def _run_local_tick(args: argparse.Namespace) -> None:

@@ -16,6 +16,9 @@ trap '"$RTML" local down || true; rm -f .rtml-up.json' EXIT
 eval "$("$RTML" local env)"
 STATE_TABLE=$(json feature_state_table < .rtml-up.json)
 
+echo "== the simulated dataset into the data bucket (the batch path's source)"
+"$RTML" local upload --in "$DATA/simulated"
+
 echo "== challenger (logistic regression) in shadow"
 CHALLENGER=$("$RTML" models push "$DATA/artifacts/logistic_regression" --json | json version)
 "$RTML" models promote fraud "$CHALLENGER" --alias challenger
