@@ -32,7 +32,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     root = tmp_path_factory.mktemp("rtml-local")
-    local = LocalStack(root=root, port=_free_port(), progress=lambda message: None)
+    local = LocalStack(
+        root=root, port=_free_port(), api_port=_free_port(), progress=lambda message: None
+    )
     try:
         local.up()
         artifact = tmp_path_factory.mktemp("model")
