@@ -72,7 +72,9 @@ FEATURE_TABLE_COLUMNS: Final[tuple[Column, ...]] = TRANSACTIONS_COLUMNS + BASELI
 PARTITION_KEY: Final = "date"
 """Hive partition key of every day-partitioned dataset: ``date=YYYY-MM-DD/``."""
 
-PART_FILE_NAME: Final = "part-00000.parquet"
+PART_FILE_TEMPLATE: Final = "part-{chunk:05d}.parquet"
+"""Name of a day partition's file number ``chunk`` (parallel writers never share a name)."""
+PART_FILE_NAME: Final = PART_FILE_TEMPLATE.format(chunk=0)
 """The single part file of a day partition: a fixed name keeps output deterministic."""
 
 DATASET_MANIFEST: Final = "_rtml_dataset.json"
