@@ -1,0 +1,382 @@
+"""The batch scoring job's steps, as plain functions over S3 (and DynamoDB for the latest
+score per customer): plan -> partition the history by entity bucket -> terminal stage ->
+customer stage (score, write) -> finalize. The Step Functions tasks (batch/handlers.py) are
+thin wrappers; tests and ``rtml batch`` can call these directly.
+
+Layout under ``<prefix>`` (default ``batch``) in the data bucket, every key deterministic so
+a rerun overwrites and never duplicates:
+
+- ``by_<entity>/n=<buckets>/bucket=<k>/date=<d>/part-00000.parquet``: the history, bucketed
+  once per day and bucket count (kept: the next day's run reuses all but one day);
+- ``runs/<run id>/terminal/part-<k>.parquet``: the terminal stage's features of the day;
+- ``predictions/date=<d>/run=<run id>/part-<k>.parquet``: the scores, one part per chunk;
+- ``runs/<run id>/plan.json``, ``runs/<run id>/manifest.json``, ``runs/<run id>/drift.json``.
+
+The run id is ``<date>-<model version>``: a rerun with the same model overwrites its own
+output; a new model writes beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from batch.chunks import (
+    SECONDS_PER_DAY,
+    assemble,
+    entity_stage,
+    history_days,
+    rows_of_day,
+    split_by_bucket,
+)
+from models.contracts import PART_FILE_TEMPLATE, TRANSACTIONS_COLUMNS, TRANSACTIONS_PREFIX
+from models.features.spec import BASELINE, EntitySpec
+from models.s3_datasets import part_key, part_keys, read_days, write_part
+
+MAX_BYTES_PER_CHUNK: Final = 64 * 1024 * 1024
+"""A chunk reads at most about this much Parquet (~3 million transactions): well within one
+Lambda invocation's 15 minutes and a few GB of memory. The plan sets the bucket counts so."""
+
+LATEST_SCORES_PK: Final = "customer_id"
+
+
+class JobConfig(BaseModel):
+    """Where the job reads and writes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    transactions_prefix: str = TRANSACTIONS_PREFIX
+    prefix: str = "batch"
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    max_bytes_per_chunk: int = Field(default=MAX_BYTES_PER_CHUNK, ge=1)
+    scores_table: str | None = None
+    """DynamoDB table of the latest score per customer (None: no write, e.g. a backfill)."""
+
+
+class Plan(BaseModel):
+    """A run's work: what the Step Functions maps iterate over (written to S3: the state
+    payload is limited to 256 KB)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    day: date
+    model_name: str
+    model_version: str
+    customer_buckets: int
+    terminal_buckets: int
+    history_bytes: int
+    partition_items: list[dict[str, Any]]
+    terminal_items: list[dict[str, Any]]
+    customer_items: list[dict[str, Any]]
+
+
+def _entities() -> tuple[EntitySpec, EntitySpec]:
+    by_key = {e.key: e for e in BASELINE.entities}
+    return by_key["CUSTOMER_ID"], by_key["TERMINAL_ID"]
+
+
+def _days(day: date, back: int) -> list[date]:
+    return [day - timedelta(days=k) for k in range(back, -1, -1)]
+
+
+def _day_bytes(s3: Any, config: JobConfig, day: date) -> int:
+    total = 0
+    for key in part_keys(s3, config.bucket, config.transactions_prefix, day):
+        total += s3.head_object(Bucket=config.bucket, Key=key)["ContentLength"]
+    return total
+
+
+def plan(s3: Any, config: JobConfig, day: date, *, model_name: str, model_version: str) -> Plan:
+    """Size the run from the source's bytes and list its work items (written to S3)."""
+    customers, terminals = _entities()
+    longest = max(history_days(customers), history_days(terminals))
+    sizes = {d: _day_bytes(s3, config, d) for d in _days(day, longest)}
+    terminal_bytes = sum(sizes.values())
+    customer_bytes = sum(
+        v for d, v in sizes.items() if d >= day - timedelta(history_days(customers))
+    )
+    terminal_buckets = max(1, math.ceil(terminal_bytes / config.max_bytes_per_chunk))
+    customer_buckets = max(1, math.ceil(customer_bytes / config.max_bytes_per_chunk))
+    run_id = f"{day.isoformat()}-{model_version}"
+    partition_items = [
+        {"entity": entity.key, "buckets": n, "day": d.isoformat()}
+        for entity, n in ((customers, customer_buckets), (terminals, terminal_buckets))
+        for d in _days(day, history_days(entity))
+        if sizes.get(d)
+    ]
+    result = Plan(
+        run_id=run_id,
+        day=day,
+        model_name=model_name,
+        model_version=model_version,
+        customer_buckets=customer_buckets,
+        terminal_buckets=terminal_buckets,
+        history_bytes=terminal_bytes,
+        partition_items=partition_items,
+        terminal_items=[{"run_id": run_id, "bucket": k} for k in range(terminal_buckets)],
+        customer_items=[{"run_id": run_id, "bucket": k} for k in range(customer_buckets)],
+    )
+    s3.put_object(
+        Bucket=config.bucket,
+        Key=_run_key(config, run_id, "plan.json"),
+        Body=result.model_dump_json(indent=2).encode(),
+    )
+    return result
+
+
+def load_plan(s3: Any, config: JobConfig, run_id: str) -> Plan:
+    body = s3.get_object(Bucket=config.bucket, Key=_run_key(config, run_id, "plan.json"))["Body"]
+    return Plan.model_validate_json(body.read())
+
+
+def _run_key(config: JobConfig, run_id: str, name: str) -> str:
+    return f"{config.prefix}/runs/{run_id}/{name}"
+
+
+def _bucketed_prefix(config: JobConfig, entity: str, buckets: int, bucket: int) -> str:
+    return f"{config.prefix}/by_{entity.lower()}/n={buckets}/bucket={bucket}"
+
+
+def partition_day(s3: Any, config: JobConfig, entity: str, buckets: int, day: date) -> int:
+    """Split one source day by entity bucket (idempotent); the rows written."""
+    table = read_days(s3, config.bucket, config.transactions_prefix, [day], TRANSACTIONS_COLUMNS)
+    for bucket, part in split_by_bucket(table, entity, buckets).items():
+        key = part_key(_bucketed_prefix(config, entity, buckets, bucket), day, 0)
+        write_part(s3, config.bucket, key, part)
+    return int(table.num_rows)
+
+
+def _bucket_history(
+    s3: Any, config: JobConfig, entity: EntitySpec, *, buckets: int, bucket: int, day: date
+) -> Any:
+    prefix = _bucketed_prefix(config, entity.key, buckets, bucket)
+    return read_days(
+        s3, config.bucket, prefix, _days(day, history_days(entity)), TRANSACTIONS_COLUMNS
+    )
+
+
+def terminal_chunk(s3: Any, config: JobConfig, run: Plan, bucket: int) -> int:
+    """The terminal features of the day's rows of one terminal bucket; rows written."""
+    _, terminals = _entities()
+    history = _bucket_history(
+        s3, config, terminals, buckets=run.terminal_buckets, bucket=bucket, day=run.day
+    )
+    start = _day_start(run.day)
+    features = entity_stage(history, terminals, start, start + SECONDS_PER_DAY)
+    key = _run_key(config, run.run_id, "terminal/" + PART_FILE_TEMPLATE.format(chunk=bucket))
+    write_part(s3, config.bucket, key, features)
+    return int(features.num_rows)
+
+
+def _day_start(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+def customer_chunk(
+    s3: Any, config: JobConfig, run: Plan, bucket: int, *, model: Any, dynamodb: Any = None
+) -> int:
+    """Score the day's rows of one customer bucket: features (customer stage + the terminal
+    stage's output), the run's model, predictions written as Parquet (and the latest score
+    per customer, when configured); the rows scored."""
+    import numpy as np
+    import pyarrow as pa
+
+    customers, _ = _entities()
+    history = _bucket_history(
+        s3, config, customers, buckets=run.customer_buckets, bucket=bucket, day=run.day
+    )
+    start = _day_start(run.day)
+    day_rows = rows_of_day(history, start)
+    key = part_key(f"{config.prefix}/predictions", run.day, bucket).replace(
+        f"/{PART_FILE_TEMPLATE.format(chunk=bucket)}",
+        f"/run={run.run_id}/{PART_FILE_TEMPLATE.format(chunk=bucket)}",
+    )
+    if day_rows.num_rows == 0:
+        write_part(s3, config.bucket, key, _empty_predictions(model))
+        return 0
+    customer_features = entity_stage(history, customers, start, start + SECONDS_PER_DAY)
+    terminal_keys = [k for k in _list(s3, config.bucket, _run_key(config, run.run_id, "terminal/"))]
+    terminal_features = pa.concat_tables([_read_any(s3, config.bucket, k) for k in terminal_keys])
+    features = assemble(day_rows, [customer_features, terminal_features])
+    names = list(model.manifest.feature_names)
+    rows = np.column_stack([features[n].astype(np.float64) for n in names])
+    scores = np.asarray(model.score_batch(rows.tolist()), dtype=np.float64)
+    table = pa.table(
+        {
+            "TRANSACTION_ID": day_rows.column("TRANSACTION_ID"),
+            "TX_DATETIME": day_rows.column("TX_DATETIME"),
+            "CUSTOMER_ID": day_rows.column("CUSTOMER_ID"),
+            "TERMINAL_ID": day_rows.column("TERMINAL_ID"),
+            **{n: pa.array(features[n].astype(np.float64)) for n in names},
+            "SCORE": pa.array(scores),
+            "DECISION": pa.array(np.where(scores >= config.threshold, "high_risk", "low_risk")),
+            "MODEL_VERSION": pa.array([run.model_version] * len(scores)),
+            "RUN_ID": pa.array([run.run_id] * len(scores)),
+        }
+    )
+    write_part(s3, config.bucket, key, table)
+    if config.scores_table and dynamodb is not None:
+        _write_latest(dynamodb, config.scores_table, table, run)
+    return int(table.num_rows)
+
+
+def _empty_predictions(model: Any) -> Any:
+    import pyarrow as pa
+
+    names = list(model.manifest.feature_names)
+    return pa.table(
+        {
+            "TRANSACTION_ID": pa.array([], pa.int64()),
+            **{n: pa.array([], pa.float64()) for n in names},
+            "SCORE": pa.array([], pa.float64()),
+        }
+    )
+
+
+def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
+def _read_any(s3: Any, bucket: str, key: str) -> Any:
+    import io
+
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+
+def _write_latest(dynamodb: Any, table_name: str, table: Any, run: Plan) -> None:
+    """The last score of each customer that day, BatchWriteItem in 25s (unprocessed retried)."""
+    import time as _time
+
+    from models.dynamodb_batch import batch_put
+
+    latest: dict[int, tuple[str, float, int]] = {}
+    for tx, customer, at, score in zip(
+        table.column("TRANSACTION_ID").to_pylist(),
+        table.column("CUSTOMER_ID").to_pylist(),
+        table.column("TX_DATETIME").to_pylist(),
+        table.column("SCORE").to_pylist(),
+        strict=True,
+    ):
+        stamp = at.isoformat()
+        if customer not in latest or stamp >= latest[customer][0]:
+            latest[customer] = (stamp, score, tx)
+    items = [
+        {
+            LATEST_SCORES_PK: {"N": str(customer)},
+            "score": {"N": repr(score)},
+            "transaction_id": {"N": str(tx)},
+            "tx_datetime": {"S": stamp},
+            "day": {"S": run.day.isoformat()},
+            "run_id": {"S": run.run_id},
+            "model_version": {"S": run.model_version},
+        }
+        for customer, (stamp, score, tx) in sorted(latest.items())
+    ]
+    for start in range(0, len(items), 25):
+        batch_put(
+            dynamodb, table_name, items[start : start + 25], give_up=RuntimeError, sleep=_time.sleep
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    manifest: dict[str, Any]
+    drift: dict[str, Any]
+
+
+def finalize(
+    s3: Any, config: JobConfig, run: Plan, model: Any, *, timings: dict[str, float] | None = None
+) -> RunResult:
+    """The run's manifest (inputs, counts, model, timings) and drift report, written to S3."""
+    import pyarrow as pa
+
+    from models.monitoring import drift_report
+
+    prediction_prefix = f"{config.prefix}/predictions/date={run.day.isoformat()}/run={run.run_id}/"
+    keys = _list(s3, config.bucket, prediction_prefix)
+    tables = [_read_any(s3, config.bucket, k) for k in keys]
+    predictions = pa.concat_tables(tables, promote_options="default") if tables else None
+    rows = 0 if predictions is None else predictions.num_rows
+    names = list(model.manifest.feature_names)
+    drift: dict[str, Any] = {}
+    if rows:
+        assert predictions is not None
+        report = drift_report(
+            model.manifest.reference,
+            {n: predictions.column(n).to_numpy() for n in names},
+            predictions.column("SCORE").to_numpy(),
+            threshold=config.threshold,
+        )
+        drift = report.model_dump(mode="json")
+    manifest = {
+        "run_id": run.run_id,
+        "day": run.day.isoformat(),
+        "model": {"name": run.model_name, "version": run.model_version},
+        "buckets": {"customer": run.customer_buckets, "terminal": run.terminal_buckets},
+        "inputs": {"history_bytes": run.history_bytes, "partition_items": len(run.partition_items)},
+        "outputs": {"predictions": keys, "rows": rows},
+        "high_risk": int(
+            sum(1 for d in predictions.column("DECISION").to_pylist() if d == "high_risk")
+        )
+        if rows and predictions is not None
+        else 0,
+        "drift_alarms": drift.get("alarms", []),
+        "timings_seconds": timings or {},
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    s3.put_object(
+        Bucket=config.bucket,
+        Key=_run_key(config, run.run_id, "manifest.json"),
+        Body=json.dumps(manifest, indent=2).encode(),
+    )
+    s3.put_object(
+        Bucket=config.bucket,
+        Key=_run_key(config, run.run_id, "drift.json"),
+        Body=json.dumps(drift, indent=2).encode(),
+    )
+    return RunResult(manifest, drift)
+
+
+def run_locally(
+    s3: Any, config: JobConfig, day: date, model: Any, *, dynamodb: Any = None
+) -> RunResult:
+    """Every step in this process, in the state machine's order (tests, debugging)."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    run = plan(s3, config, day, model_name=model.name, model_version=model.version)
+    timings["plan"] = time.perf_counter() - started
+    steps: list[tuple[str, list[dict[str, Any]], Callable[[dict[str, Any]], int]]] = [
+        (
+            "partition",
+            run.partition_items,
+            lambda i: partition_day(
+                s3, config, i["entity"], i["buckets"], date.fromisoformat(i["day"])
+            ),
+        ),
+        ("terminal", run.terminal_items, lambda i: terminal_chunk(s3, config, run, i["bucket"])),
+        (
+            "customer",
+            run.customer_items,
+            lambda i: customer_chunk(s3, config, run, i["bucket"], model=model, dynamodb=dynamodb),
+        ),
+    ]
+    for step, items, work in steps:
+        t = time.perf_counter()
+        for item in items:
+            work(item)
+        timings[step] = time.perf_counter() - t
+    return finalize(s3, config, run, model, timings=timings)

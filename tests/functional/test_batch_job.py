@@ -1,0 +1,130 @@
+"""The batch job's steps on moto S3/DynamoDB: a day's predictions equal the same model scoring
+the offline feature table, reruns are idempotent, empty days are valid runs."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from batch.job import JobConfig, plan, run_locally
+from models import datasets
+from models.artifact import LoadedModel
+from models.contracts import TRANSACTIONS_COLUMNS, TRANSACTIONS_PREFIX
+from models.features.offline import compute_features
+from models.s3_datasets import part_key, write_part
+from tests.functional.conftest import REGION
+from tests.unit.test_scorer import save
+
+pytestmark = pytest.mark.functional
+BUCKET, SCORES = "data", "latest-scores"
+DAY = date(2018, 5, 15)
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
+    from rtml import cli
+
+    out: Path = tmp_path_factory.mktemp("sim")
+    args = ["simulate", "--customers", "60", "--terminals", "120", "--days", "50",
+            "--radius", "20", "--out", str(out)]  # fmt: skip
+    assert cli.main(args) == 0
+    return datasets.read_dataset(out, TRANSACTIONS_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> LoadedModel:
+    _, _, _, loaded = save(tmp_path_factory.mktemp("model"), "logistic_regression", seed=3)
+    return loaded
+
+
+@pytest.fixture
+def clients(aws: None, simulated: pa.Table) -> tuple[Any, Any]:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(
+        Bucket=BUCKET,
+        CreateBucketConfiguration={"LocationConstraint": REGION},  # type: ignore[typeddict-item]
+    )
+    days = simulated.column("TX_DATETIME").to_numpy().astype("datetime64[D]")
+    for day in np.unique(days):
+        part = simulated.filter(pa.array(days == day))
+        write_part(s3, BUCKET, part_key(TRANSACTIONS_PREFIX, day.astype(object), 0), part)
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.create_table(
+        TableName=SCORES, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "customer_id", "AttributeType": "N"}],
+        KeySchema=[{"AttributeName": "customer_id", "KeyType": "HASH"}],
+    )  # fmt: skip
+    return s3, dynamodb
+
+
+def _predictions(s3: Any, prefix: str) -> pa.Table:
+    import io
+
+    import pyarrow.parquet as pq
+
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    return pa.concat_tables(
+        pq.read_table(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read())) for k in keys
+    )
+
+
+def test_batch_day_equals_the_model_on_the_offline_table_and_reruns_idempotently(
+    clients: tuple[Any, Any], simulated: pa.Table, model: LoadedModel
+) -> None:
+    s3, dynamodb = clients
+    # small chunks: several buckets per stage
+    config = JobConfig(bucket=BUCKET, max_bytes_per_chunk=40_000, scores_table=SCORES)
+
+    # when the day runs through every step
+    result = run_locally(s3, config, DAY, model, dynamodb=dynamodb)
+
+    # then the predictions are the model's scores of the offline feature rows of that day
+    run = plan(s3, config, DAY, model_name=model.name, model_version=model.version)
+    assert run.customer_buckets > 1 and run.terminal_buckets > 1
+    prefix = f"batch/predictions/date={DAY.isoformat()}/run={run.run_id}/"
+    predictions = _predictions(s3, prefix)
+    offline = compute_features(simulated)
+    days = simulated.column("TX_DATETIME").to_numpy().astype("datetime64[D]")
+    rows = np.flatnonzero(days == np.datetime64(DAY.isoformat()))
+    names = model.manifest.feature_names
+    vectors = [[float(offline[n][r]) for n in names] for r in rows]
+    ids = simulated.column("TRANSACTION_ID").to_numpy()[rows].tolist()
+    expected = dict(zip(ids, model.score_batch(vectors), strict=True))
+    got = dict(zip(predictions.column("TRANSACTION_ID").to_pylist(),
+                   predictions.column("SCORE").to_pylist(), strict=True))  # fmt: skip
+    assert sorted(got) == sorted(expected) and len(got) > 50
+    assert max(abs(got[t] - expected[t]) for t in got) <= 1e-9
+    # and the manifest, the drift report and the latest score per customer are written
+    assert result.manifest["outputs"]["rows"] == len(got)
+    assert set(result.drift["features"]) == set(model.manifest.feature_names)
+    scores = dynamodb.scan(TableName=SCORES)["Items"]
+    assert {int(i["customer_id"]["N"]) for i in scores} == set(
+        predictions.column("CUSTOMER_ID").to_pylist()
+    )
+
+    # when the same day runs again, then the same keys hold the same rows (no duplicates)
+    keys_before = sorted(
+        o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
+    )
+    run_locally(s3, config, DAY, model, dynamodb=dynamodb)
+    keys_after = sorted(
+        o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
+    )
+    assert keys_after == keys_before
+    assert _predictions(s3, prefix).num_rows == len(got)
+
+
+def test_a_day_without_data_is_an_empty_valid_run(
+    clients: tuple[Any, Any], model: LoadedModel
+) -> None:
+    s3, _ = clients
+    result = run_locally(s3, JobConfig(bucket=BUCKET), date(2019, 1, 1), model)
+    assert result.manifest["outputs"]["rows"] == 0
+    assert result.drift == {}
+    assert datetime.fromisoformat(result.manifest["finished_at"])
