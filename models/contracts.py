@@ -363,6 +363,13 @@ TRANSACTIONS_PREFIX: Final = "transactions"
 them (``transactions/date=YYYY-MM-DD/part-00000.parquet``): the batch path's source."""
 
 
+ENV_DATA_BUCKET: Final = "RTML_DATA_BUCKET"
+"""The data bucket (transactions, batch outputs, the archive) of the batch functions."""
+ENV_BATCH_PREFIX: Final = "RTML_BATCH_PREFIX"
+ENV_SCORES_TABLE: Final = "RTML_SCORES_TABLE"
+"""DynamoDB table of the latest batch score per customer."""
+ENV_MAX_BYTES_PER_CHUNK: Final = "RTML_MAX_BYTES_PER_CHUNK"
+
 ENV_REGISTRY: Final = "RTML_REGISTRY"
 """Env var holding the registry URI (``s3://bucket/prefix`` or ``file://dir``)."""
 ENV_ACTOR: Final = "RTML_ACTOR"
