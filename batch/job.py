@@ -36,15 +36,18 @@ from batch.chunks import (
     rows_of_day,
     split_by_bucket,
 )
-from models.contracts import PART_FILE_TEMPLATE, TRANSACTIONS_COLUMNS, TRANSACTIONS_PREFIX
+from models.contracts import (
+    LATEST_SCORES_PK,
+    PART_FILE_TEMPLATE,
+    TRANSACTIONS_COLUMNS,
+    TRANSACTIONS_PREFIX,
+)
 from models.features.spec import BASELINE, EntitySpec
 from models.s3_datasets import part_key, part_keys, read_days, write_part
 
 MAX_BYTES_PER_CHUNK: Final = 64 * 1024 * 1024
 """A chunk reads at most about this much Parquet (~3 million transactions): well within one
 Lambda invocation's 15 minutes and a few GB of memory. The plan sets the bucket counts so."""
-
-LATEST_SCORES_PK: Final = "customer_id"
 
 
 class JobConfig(BaseModel):

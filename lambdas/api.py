@@ -41,6 +41,7 @@ class ApiSettings(BaseModel):
     ab_share: float = Field(0.0, ge=0, le=1, alias=c.ENV_AB_SHARE)
     prediction_ttl_days: int = Field(90, ge=1, alias=c.ENV_PREDICTION_TTL_DAYS)
     alias_recheck_seconds: float = Field(60.0, ge=0, alias=c.ENV_ALIAS_RECHECK_SECONDS)
+    scores_table: str | None = Field(None, alias=c.ENV_SCORES_TABLE)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ApiSettings:
@@ -54,7 +55,7 @@ def service() -> ApiScoring:
     """Clients, loaders and the engine, once per execution environment."""
     import boto3
 
-    from models.aws_sinks import DynamoDBPredictions
+    from models.aws_sinks import DynamoDBLatestScores, DynamoDBPredictions
     from models.features.dynamodb_store import DynamoDBStateStore
     from models.features.online import OnlineFeatures
     from models.registry import ModelLoader, open_registry
@@ -82,6 +83,9 @@ def service() -> ApiScoring:
         ),
         threshold=settings.threshold,
         max_amount=settings.max_amount,
+        latest_scores=(
+            DynamoDBLatestScores(dynamodb, settings.scores_table) if settings.scores_table else None
+        ),
     )
 
 
@@ -111,6 +115,9 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     ("GET", "/v1/predictions/{transaction_id}"): lambda e: service().get(
         (e.get("pathParameters") or {}).get("transaction_id", "")
+    ),
+    ("GET", "/v1/customers/{customer_id}/score"): lambda e: service().customer_score(
+        (e.get("pathParameters") or {}).get("customer_id", "")
     ),
     ("GET", "/v1/models"): lambda e: service().models(),
     ("GET", "/v1/health"): lambda e: service().health(),

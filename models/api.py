@@ -27,6 +27,7 @@ from models.contracts import (
     MAX_ENTITY_ID,
     BatchItemResult,
     BatchPredictionResponse,
+    CustomerScore,
     ErrorResponse,
     FieldProblem,
     Prediction,
@@ -163,6 +164,8 @@ class ApiScoring:
     """A :class:`PredictionStore` (``write`` first-write-wins, ``get``)."""
     threshold: float = 0.5
     max_amount: float = DEFAULT_MAX_AMOUNT
+    latest_scores: Any = None
+    """``get(customer_id) -> CustomerScore | None`` (the batch path's table), or None."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def score(
@@ -297,6 +300,25 @@ class ApiScoring:
             raise ApiError(404, "not_found", f"no prediction for transaction {tx}")
         prediction: Prediction = found
         return prediction
+
+    def customer_score(self, customer_id: str) -> CustomerScore:
+        """The customer's latest batch score, or 404 (422 for a malformed id)."""
+        try:
+            customer = int(customer_id)
+        except ValueError:
+            customer = -1
+        if not 0 <= customer <= MAX_ENTITY_ID:
+            raise ApiError(
+                422,
+                "invalid_customer_id",
+                "a customer id is an integer in [0, 2^63)",
+                [FieldProblem(field="customer_id", problem="not an id")],
+            )
+        found = None if self.latest_scores is None else self.latest_scores.get(customer)
+        if found is None:
+            raise ApiError(404, "not_found", f"no batch score for customer {customer}")
+        score: CustomerScore = found
+        return score
 
     def models(self) -> dict[str, Any]:
         """The versions serving now (resolving them loads them if needed)."""

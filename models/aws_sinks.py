@@ -16,7 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from models.contracts import PREDICTIONS_PK, PREDICTIONS_TTL, Prediction
+from models.contracts import (
+    LATEST_SCORES_PK,
+    PREDICTIONS_PK,
+    PREDICTIONS_TTL,
+    CustomerScore,
+    Prediction,
+)
 from models.dynamodb_batch import BATCH_WRITE_LIMIT, batch_get, batch_put
 from models.errors import RtmlError
 from models.retry import backoff
@@ -278,6 +284,40 @@ def decode_body(item: dict[str, Any]) -> Prediction:
     """The prediction stored in a predictions item (``body``: zlib-compressed JSON, which
     keeps the item, 15 named features included, within one write unit)."""
     return Prediction.model_validate_json(zlib.decompress(item["body"]["B"]))
+
+
+class DynamoDBLatestScores:
+    """The latest batch score per customer (written by batch/job.py, read by the API)."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self.client = client
+        self.table_name = table_name
+
+    def get(self, customer_id: int) -> CustomerScore | None:
+        item = self.client.get_item(
+            TableName=self.table_name, Key={LATEST_SCORES_PK: {"N": str(customer_id)}}
+        ).get("Item")
+        if item is None:
+            return None
+        return CustomerScore(
+            customer_id=int(item[LATEST_SCORES_PK]["N"]),
+            score=float(item["score"]["N"]),
+            transaction_id=int(item["transaction_id"]["N"]),
+            tx_datetime=datetime.fromisoformat(item["tx_datetime"]["S"]),
+            day=item["day"]["S"],
+            run_id=item["run_id"]["S"],
+            model_version=item["model_version"]["S"],
+        )
+
+
+def create_latest_scores_table(client: DynamoDBClient, table_name: str) -> None:
+    """Create the latest-scores table as the CDK construct does (tests, local runs)."""
+    client.create_table(
+        TableName=table_name,
+        AttributeDefinitions=[{"AttributeName": LATEST_SCORES_PK, "AttributeType": "N"}],
+        KeySchema=[{"AttributeName": LATEST_SCORES_PK, "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
 
 def create_predictions_table(client: DynamoDBClient, table_name: str) -> None:

@@ -215,6 +215,20 @@ class PredictionResponse(BaseModel):
     scored_at: datetime
 
 
+class CustomerScore(BaseModel):
+    """A customer's latest batch score (``GET /v1/customers/{customer_id}/score``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    customer_id: int
+    score: float
+    transaction_id: int = Field(description="The customer's last transaction of that day.")
+    tx_datetime: datetime
+    day: str = Field(description="The day the batch run scored.")
+    run_id: str
+    model_version: str
+
+
 class FieldProblem(BaseModel):
     """One refused field: where it is and what is wrong with it."""
 
@@ -304,6 +318,10 @@ PREDICTIONS_PK: Final = "transaction_id"
 """Partition key (N): a transaction has one prediction; the first write wins."""
 PREDICTIONS_TTL: Final = "expires_at"
 """TTL attribute (N, epoch seconds): scored_at + the retention setting."""
+
+LATEST_SCORES_PK: Final = "customer_id"
+"""Partition key (N) of the latest batch score per customer (written by the batch job, read by
+``GET /v1/customers/{customer_id}/score``)."""
 
 ENV_PREDICTIONS_TABLE: Final = "RTML_PREDICTIONS_TABLE"
 ENV_DECISION_THRESHOLD: Final = "RTML_DECISION_THRESHOLD"

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from models.contracts import (
     MAX_BATCH_PREDICTIONS,
     BatchPredictionResponse,
+    CustomerScore,
     ErrorResponse,
     Prediction,
     PredictionRequest,
@@ -24,6 +25,7 @@ ROUTES: Final[tuple[tuple[str, str], ...]] = (
     ("POST", "/v1/predictions"),
     ("POST", "/v1/predictions:batch"),
     ("GET", "/v1/predictions/{transaction_id}"),
+    ("GET", "/v1/customers/{customer_id}/score"),
     ("GET", "/v1/models"),
     ("GET", "/v1/health"),
     ("GET", "/openapi.json"),
@@ -57,7 +59,7 @@ def openapi_spec() -> dict[str, Any]:
     """The whole document (deterministic: the same code gives the same bytes)."""
     schemas: dict[str, Any] = {}
     for model in (PredictionRequest, PredictionResponse, BatchPredictionResponse,
-                  ErrorResponse, Prediction):  # fmt: skip
+                  ErrorResponse, Prediction, CustomerScore):  # fmt: skip
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -140,6 +142,23 @@ def openapi_spec() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref(Prediction), "The stored prediction."),
                         **_errors(403, 404, 422, 429, 503),
+                    },
+                }
+            },
+            "/v1/customers/{customer_id}/score": {
+                "get": {
+                    "summary": "A customer's latest batch score",
+                    "parameters": [
+                        {
+                            "name": "customer_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 0},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(_ref(CustomerScore), "The latest batch score."),
+                        **_errors(403, 404, 422, 429),
                     },
                 }
             },

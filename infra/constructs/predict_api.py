@@ -72,6 +72,7 @@ class PredictApi(Construct):
         settings: EnvSettings,
         feature_state: dynamodb.ITableV2,
         predictions: dynamodb.ITableV2,
+        latest_scores: dynamodb.ITableV2,
         registry_bucket: s3.IBucket,
         alarm_topic: sns.ITopic,
     ) -> None:
@@ -87,6 +88,7 @@ class PredictApi(Construct):
             environment={
                 c.ENV_FEATURE_STATE_TABLE: feature_state.table_name,
                 c.ENV_PREDICTIONS_TABLE: predictions.table_name,
+                c.ENV_SCORES_TABLE: latest_scores.table_name,
                 c.ENV_REGISTRY: f"s3://{registry_bucket.bucket_name}/{c.REGISTRY_PREFIX}",
                 c.ENV_MODEL_NAME: c.DEFAULT_MODEL_NAME,
                 c.ENV_DECISION_THRESHOLD: str(stream.decision_threshold),
@@ -100,6 +102,9 @@ class PredictApi(Construct):
             reserved_concurrency=api_settings.reserved_concurrency,
         )
         self._grant(feature_state, predictions, registry_bucket)
+        self.function.role.add_to_policy(
+            iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[latest_scores.table_arn])
+        )
         self.api = self._rest_api(settings)
         self._routes(api_settings.auth)
         self.key = self._usage_plan(settings) if api_settings.auth == "api_key" else None
@@ -233,6 +238,13 @@ class PredictApi(Construct):
             request_parameters={"method.request.path.transaction_id": True},
             **options,  # type: ignore[arg-type]
         )  # fmt: skip
+        v1.add_resource("customers").add_resource("{customer_id}").add_resource("score").add_method(
+            "GET",
+            integration,
+            request_validator=validator,
+            request_parameters={"method.request.path.customer_id": True},
+            **options,  # type: ignore[arg-type]
+        )
         for path in ("models", "health"):
             v1.add_resource(path).add_method("GET", integration, **options)  # type: ignore[arg-type]
         api.root.add_resource("openapi.json").add_method("GET", integration, **options)  # type: ignore[arg-type]

@@ -46,6 +46,7 @@ OUTPUT_KEYS: Final = {
     "AlarmTopic": "alarm_topic",
     "ApiUrl": "api_url",
     "ApiFunction": "api_function",
+    "LatestScoresTable": "latest_scores_table",
     "StateMachineArn": "state_machine_arn",
 }
 """Stack outputs and their names in local.json (the last ones once those paths exist)."""

@@ -11,6 +11,7 @@ from infra.constructs.alarm_topic import AlarmTopic
 from infra.constructs.artifacts_bucket import ArtifactsBucket
 from infra.constructs.data_bucket import DataBucket
 from infra.constructs.feature_state_table import FeatureStateTable
+from infra.constructs.latest_scores_table import LatestScoresTable
 from infra.constructs.predict_api import PredictApi
 from infra.constructs.stream_scoring import StreamScoring
 from infra.settings import EnvSettings
@@ -36,6 +37,9 @@ class RtmlStack(cdk.Stack):
     alarm_topic: AlarmTopic
     """Where every alarm notifies."""
 
+    latest_scores: LatestScoresTable
+    """The latest batch score per customer (the batch job writes, the API reads)."""
+
     stream: StreamScoring
     """The Kinesis scoring path."""
 
@@ -60,6 +64,7 @@ class RtmlStack(cdk.Stack):
         self.alarm_topic = AlarmTopic(
             self, "Alarms", email=settings.alarm_email, removal_policy=removal
         )
+        self.latest_scores = LatestScoresTable(self, "LatestScores", removal_policy=removal)
         self.stream = StreamScoring(
             self,
             "Stream",
@@ -75,6 +80,7 @@ class RtmlStack(cdk.Stack):
             settings=settings,
             feature_state=self.feature_state.table,
             predictions=self.stream.predictions,
+            latest_scores=self.latest_scores.table,
             registry_bucket=self.artifacts.bucket,
             alarm_topic=self.alarm_topic.topic,
         )
@@ -90,6 +96,7 @@ class RtmlStack(cdk.Stack):
             "AlertBus": self.stream.alerts.event_bus_name,
             "ScorerFunction": self.stream.scorer.function.function_name,
             "AlarmTopic": self.alarm_topic.topic.topic_arn,
+            "LatestScoresTable": self.latest_scores.table.table_name,
             "ApiUrl": self.predict_api.api.url,
             "ApiFunction": self.predict_api.function.function.function_name,
         }

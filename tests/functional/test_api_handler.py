@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from models import contracts as c
-from models.aws_sinks import create_predictions_table
+from models.aws_sinks import create_latest_scores_table, create_predictions_table
 from models.features import dynamodb_store as ddb
 from models.registry import ModelRegistry, open_registry
 from tests.functional.conftest import REGION
@@ -22,7 +22,7 @@ from tests.functional.test_stream_handler import Context, kinesis_event
 from tests.unit.test_scorer import save
 
 pytestmark = pytest.mark.functional
-STATE, PREDICTIONS, BUCKET = "state", "predictions", "rtml-api-test"
+STATE, PREDICTIONS, BUCKET, SCORES = "state", "predictions", "rtml-api-test", "scores"
 NAME = "fraud-test"
 
 
@@ -49,6 +49,7 @@ def world(aws: None, artifacts: list[Path], monkeypatch: pytest.MonkeyPatch) -> 
     dynamodb = boto3.client("dynamodb", region_name=REGION)
     ddb.create_table(dynamodb, STATE)
     create_predictions_table(dynamodb, PREDICTIONS)
+    create_latest_scores_table(dynamodb, SCORES)
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(
         Bucket=BUCKET,
@@ -64,6 +65,7 @@ def world(aws: None, artifacts: list[Path], monkeypatch: pytest.MonkeyPatch) -> 
         c.ENV_MODEL_NAME: NAME,
         c.ENV_DECISION_THRESHOLD: "0.5",
         c.ENV_ALIAS_RECHECK_SECONDS: "0",
+        c.ENV_SCORES_TABLE: SCORES,
         "POWERTOOLS_METRICS_NAMESPACE": "rtml-test",
     }
     for key, value in env.items():
@@ -331,6 +333,31 @@ def test_api_unexpected_error_is_a_500_with_only_the_request_id(
         "request_id": "req-42",
     }
     assert "secret" not in json.dumps(body)
+
+
+def test_api_serves_the_latest_batch_score_of_a_customer(world: World) -> None:
+    from datetime import date, datetime
+
+    import pyarrow as pa
+
+    from batch.job import Plan, _write_latest
+
+    route = "/v1/customers/{customer_id}/score"
+    assert call(world, rest_event("GET", route, path_parameters={"customer_id": "8"}))[0] == 404
+    assert call(world, rest_event("GET", route, path_parameters={"customer_id": "x"}))[0] == 422
+    # given the batch job's write of a day's scores (two transactions of customer 8)
+    run = Plan(run_id="2018-08-10-v1", day=date(2018, 8, 10), model_name=NAME,
+               model_version="v1", customer_buckets=1, terminal_buckets=1, history_bytes=0,
+               partition_items=[], terminal_items=[], customer_items=[])  # fmt: skip
+    scored = pa.table({
+        "TRANSACTION_ID": [1, 2], "CUSTOMER_ID": [8, 8], "SCORE": [0.1, 0.7],
+        "TX_DATETIME": [datetime(2018, 8, 10, 9), datetime(2018, 8, 10, 17)],
+    })  # fmt: skip
+    _write_latest(world.dynamodb, SCORES, scored, run)
+    # then the API answers with the day's last one
+    status, body, _ = call(world, rest_event("GET", route, path_parameters={"customer_id": "8"}))
+    assert status == 200, body
+    assert (body["score"], body["transaction_id"], body["run_id"]) == (0.7, 2, "2018-08-10-v1")
 
 
 def test_openapi_document_is_served_and_checked_in() -> None:

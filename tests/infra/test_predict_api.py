@@ -148,6 +148,11 @@ def test_predictor_is_read_only_on_the_state_and_configured_like_the_stream(
     )  # fmt: skip
     on_state = {a for a, r in actions if state_table in r}
     assert on_state == {"dynamodb:BatchGetItem"}
+    scores_table = next(
+        k for k, r in template.find_resources("AWS::DynamoDB::GlobalTable").items()
+        if r["Properties"]["KeySchema"][0]["AttributeName"] == c.LATEST_SCORES_PK
+    )  # fmt: skip
+    assert {a for a, r in actions if scores_table in r} == {"dynamodb:GetItem"}
 
 
 @pytest.mark.parametrize("env_name", ENVS)

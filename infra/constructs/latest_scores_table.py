@@ -1,0 +1,33 @@
+"""The latest batch score per customer: written by the batch job, read by the API."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_dynamodb as dynamodb
+from constructs import Construct
+
+from models.contracts import LATEST_SCORES_PK
+
+
+class LatestScoresTable(Construct):
+    """On-demand, encrypted, point-in-time recoverable; one item per customer."""
+
+    table: dynamodb.TableV2
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, removal_policy: cdk.RemovalPolicy
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.table = dynamodb.TableV2(
+            self,
+            "Table",
+            partition_key=dynamodb.Attribute(
+                name=LATEST_SCORES_PK, type=dynamodb.AttributeType.NUMBER
+            ),
+            billing=dynamodb.Billing.on_demand(),
+            encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=removal_policy,
+        )
