@@ -284,17 +284,7 @@ class ApiScoring:
         return BatchPredictionResponse(results=done, scored=scored, refused=len(done) - scored)
 
     def get(self, transaction_id: str) -> Prediction:
-        try:
-            tx = int(transaction_id)
-        except ValueError:
-            tx = -1
-        if not 0 <= tx <= MAX_ENTITY_ID:
-            raise ApiError(
-                422,
-                "invalid_transaction_id",
-                "a transaction id is an integer in [0, 2^63)",
-                [FieldProblem(field="transaction_id", problem="not an id")],
-            )
+        tx = _parse_id(transaction_id, "transaction_id")
         found = self.predictions.get(tx)
         if found is None:
             raise ApiError(404, "not_found", f"no prediction for transaction {tx}")
@@ -303,17 +293,7 @@ class ApiScoring:
 
     def customer_score(self, customer_id: str) -> CustomerScore:
         """The customer's latest batch score, or 404 (422 for a malformed id)."""
-        try:
-            customer = int(customer_id)
-        except ValueError:
-            customer = -1
-        if not 0 <= customer <= MAX_ENTITY_ID:
-            raise ApiError(
-                422,
-                "invalid_customer_id",
-                "a customer id is an integer in [0, 2^63)",
-                [FieldProblem(field="customer_id", problem="not an id")],
-            )
+        customer = _parse_id(customer_id, "customer_id")
         found = None if self.latest_scores is None else self.latest_scores.get(customer)
         if found is None:
             raise ApiError(404, "not_found", f"no batch score for customer {customer}")
@@ -341,6 +321,18 @@ class ApiScoring:
         except Exception as exc:
             return {"status": "degraded", "model_loaded": False, "reason": str(exc).splitlines()[0]}
         return {"status": "ok", "model_loaded": True, "model_version": champion.version}
+
+
+def _parse_id(value: str, field: str) -> int:
+    """A path id, or 422 naming the field."""
+    try:
+        parsed = int(value)
+    except ValueError:
+        parsed = -1
+    if not 0 <= parsed <= MAX_ENTITY_ID:
+        raise ApiError(422, f"invalid_{field}", f"{field} is an integer in [0, 2^63)",
+                       [FieldProblem(field=field, problem="not an id")])  # fmt: skip
+    return parsed
 
 
 def _response(

@@ -41,6 +41,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _id_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True,
+            "schema": {"type": "integer", "minimum": 0}}  # fmt: skip
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "The body is not JSON (or empty, or not UTF-8).",
@@ -131,14 +136,7 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/predictions/{transaction_id}": {
                 "get": {
                     "summary": "The stored prediction of a transaction (stream or API)",
-                    "parameters": [
-                        {
-                            "name": "transaction_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "integer", "minimum": 0},
-                        }
-                    ],
+                    "parameters": [_id_parameter("transaction_id")],
                     "responses": {
                         "200": _json(_ref(Prediction), "The stored prediction."),
                         **_errors(403, 404, 422, 429, 503),
@@ -148,14 +146,7 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/customers/{customer_id}/score": {
                 "get": {
                     "summary": "A customer's latest batch score",
-                    "parameters": [
-                        {
-                            "name": "customer_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "integer", "minimum": 0},
-                        }
-                    ],
+                    "parameters": [_id_parameter("customer_id")],
                     "responses": {
                         "200": _json(_ref(CustomerScore), "The latest batch score."),
                         **_errors(403, 404, 422, 429),
