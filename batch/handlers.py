@@ -8,7 +8,6 @@ version, so a promote mid-run cannot mix versions.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import date
 from functools import cache
@@ -17,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from batch import job
 from models import contracts as c
@@ -27,10 +26,8 @@ metrics = Metrics(namespace="rtml", service="batch")
 tracer = Tracer(service="rtml-batch")
 
 
-class BatchSettings(BaseModel):
+class BatchSettings(c.EnvSettings):
     """The batch functions' environment, validated once (names in models.contracts)."""
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     bucket: str = Field(alias=c.ENV_DATA_BUCKET)
     prefix: str = Field("batch", alias=c.ENV_BATCH_PREFIX)
@@ -39,12 +36,6 @@ class BatchSettings(BaseModel):
     threshold: float = Field(0.5, ge=0, le=1, alias=c.ENV_DECISION_THRESHOLD)
     scores_table: str | None = Field(None, alias=c.ENV_SCORES_TABLE)
     max_bytes_per_chunk: int = Field(job.MAX_BYTES_PER_CHUNK, ge=1, alias=c.ENV_MAX_BYTES_PER_CHUNK)
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> BatchSettings:
-        source = dict(os.environ if env is None else env)
-        names = {f.alias for f in cls.model_fields.values() if f.alias}
-        return cls.model_validate({k: v for k, v in source.items() if k in names})
 
     def job_config(self, *, backfill: bool = False) -> job.JobConfig:
         return job.JobConfig(
@@ -58,12 +49,18 @@ class BatchSettings(BaseModel):
 
 
 @cache
+def _settings() -> BatchSettings:
+    """The environment, validated once per execution environment."""
+    return BatchSettings.from_env()
+
+
+@cache
 def _clients() -> tuple[Any, Any, Any]:
     import boto3
 
     from models.registry import open_registry
 
-    settings = BatchSettings.from_env()
+    settings = _settings()
     s3 = boto3.client("s3")
     return s3, boto3.client("dynamodb"), open_registry(settings.registry, s3_client=s3)
 
@@ -76,7 +73,7 @@ def _model(version: str) -> Any:
 
     from models.artifact import load_artifact
 
-    settings = BatchSettings.from_env()
+    settings = _settings()
     _, _, registry = _clients()
     cache_dir = Path(tempfile.gettempdir()) / "rtml-models"
     return load_artifact(registry.fetch(settings.model_name, version, cache_dir))
@@ -93,7 +90,7 @@ def _day(event: dict[str, Any]) -> date:
 @logger.inject_lambda_context(clear_state=True)
 def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Resolve the model version once and size the run: {run_id, counts, items keys}."""
-    settings = BatchSettings.from_env()
+    settings = _settings()
     s3, _, registry = _clients()
     version = event.get("model_version") or registry.resolve(settings.model_name, "champion")
     run = job.plan(
@@ -112,7 +109,7 @@ def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 @logger.inject_lambda_context(clear_state=True)
 def partition(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = BatchSettings.from_env()
+    settings = _settings()
     s3, _, _ = _clients()
     rows = job.partition_day(s3, settings.job_config(), event["entity"], int(event["buckets"]),
                              _day({"date": event["day"]}))  # fmt: skip
@@ -122,7 +119,7 @@ def partition(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def terminal_chunk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = BatchSettings.from_env()
+    settings = _settings()
     s3, _, _ = _clients()
     config = settings.job_config()
     run = job.load_plan(s3, config, event["run_id"])
@@ -135,7 +132,7 @@ def terminal_chunk(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def customer_chunk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = BatchSettings.from_env()
+    settings = _settings()
     s3, dynamodb, _ = _clients()
     config = settings.job_config(backfill=bool(event.get("backfill")))
     run = job.load_plan(s3, config, event["run_id"])
@@ -151,7 +148,7 @@ def customer_chunk(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def finalize(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = BatchSettings.from_env()
+    settings = _settings()
     s3, _, _ = _clients()
     config = settings.job_config()
     run = job.load_plan(s3, config, event["run_id"])

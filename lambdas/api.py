@@ -9,7 +9,6 @@ request id; nothing internal ever reaches a caller.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from models import contracts as c
 from models.api import ApiError, ApiScoring
@@ -27,10 +26,8 @@ metrics = Metrics(namespace="rtml", service="api")
 tracer = Tracer(service="rtml-api")
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(c.EnvSettings):
     """The function's environment, validated once (names in models.contracts)."""
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     feature_state_table: str = Field(alias=c.ENV_FEATURE_STATE_TABLE)
     predictions_table: str = Field(alias=c.ENV_PREDICTIONS_TABLE)
@@ -43,12 +40,6 @@ class ApiSettings(BaseModel):
     alias_recheck_seconds: float = Field(60.0, ge=0, alias=c.ENV_ALIAS_RECHECK_SECONDS)
     scores_table: str | None = Field(None, alias=c.ENV_SCORES_TABLE)
 
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> ApiSettings:
-        source = dict(os.environ if env is None else env)
-        names = {f.alias for f in cls.model_fields.values() if f.alias}
-        return cls.model_validate({k: v for k, v in source.items() if k in names})
-
 
 @cache
 def service() -> ApiScoring:
@@ -58,24 +49,20 @@ def service() -> ApiScoring:
     from models.aws_sinks import DynamoDBLatestScores, DynamoDBPredictions
     from models.features.dynamodb_store import DynamoDBStateStore
     from models.features.online import OnlineFeatures
-    from models.registry import ModelLoader, open_registry
+    from models.registry import open_registry
     from models.serving import ModelRouter
 
     settings = ApiSettings.from_env()
     dynamodb = boto3.client("dynamodb")
     registry = open_registry(settings.registry, s3_client=boto3.client("s3"))
-    recheck = settings.alias_recheck_seconds
     return ApiScoring(
         engine=OnlineFeatures(
             DynamoDBStateStore(dynamodb, settings.feature_state_table, size_items=False)
         ),
-        router=ModelRouter(
-            champion=ModelLoader(
-                registry, settings.model_name, "champion", recheck_seconds=recheck
-            ),
-            challenger=ModelLoader(
-                registry, settings.model_name, "challenger", recheck_seconds=recheck
-            ),
+        router=ModelRouter.from_registry(
+            registry,
+            settings.model_name,
+            recheck_seconds=settings.alias_recheck_seconds,
             ab_share=settings.ab_share,
         ),
         predictions=DynamoDBPredictions(

@@ -10,7 +10,6 @@ loaders and the engine are built once per execution environment.
 from __future__ import annotations
 
 import base64
-import os
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -26,7 +25,7 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
     KinesisStreamRecord,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from models import contracts as c
 from models.stream import RecordOutcome, StreamRecord, StreamScoring
@@ -37,10 +36,8 @@ tracer = Tracer(service="rtml-stream")
 processor = BatchProcessor(event_type=EventType.KinesisDataStreams)
 
 
-class StreamSettings(BaseModel):
+class StreamSettings(c.EnvSettings):
     """The function's environment, validated once (names in models.contracts)."""
-
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     feature_state_table: str = Field(alias=c.ENV_FEATURE_STATE_TABLE)
     predictions_table: str = Field(alias=c.ENV_PREDICTIONS_TABLE)
@@ -58,13 +55,6 @@ class StreamSettings(BaseModel):
     save_workers: int = Field(32, ge=1, le=64, alias=c.ENV_SAVE_WORKERS)
     alias_recheck_seconds: float = Field(60.0, ge=0, alias=c.ENV_ALIAS_RECHECK_SECONDS)
 
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> StreamSettings:
-        """Validate the environment (a missing or bad variable fails the cold start)."""
-        source = dict(os.environ if env is None else env)
-        names = {f.alias for f in cls.model_fields.values() if f.alias}
-        return cls.model_validate({k: v for k, v in source.items() if k in names})
-
 
 @cache
 def scoring() -> StreamScoring:
@@ -74,18 +64,16 @@ def scoring() -> StreamScoring:
     from models.aws_sinks import DynamoDBPredictions, EventBridgeAlerts, S3Archive, SQSDeadLetters
     from models.features.dynamodb_store import DynamoDBStateStore
     from models.features.online import OnlineFeatures
-    from models.registry import ModelLoader, open_registry
+    from models.registry import open_registry
     from models.serving import ModelRouter
 
     settings = StreamSettings.from_env()
     dynamodb = boto3.client("dynamodb")
     registry = open_registry(settings.registry, s3_client=boto3.client("s3"))
-    recheck = settings.alias_recheck_seconds
-    router = ModelRouter(
-        champion=ModelLoader(registry, settings.model_name, "champion", recheck_seconds=recheck),
-        challenger=ModelLoader(
-            registry, settings.model_name, "challenger", recheck_seconds=recheck
-        ),
+    router = ModelRouter.from_registry(
+        registry,
+        settings.model_name,
+        recheck_seconds=settings.alias_recheck_seconds,
         ab_share=settings.ab_share,
     )
     skew = settings.max_clock_skew_seconds

@@ -10,8 +10,10 @@ column list into a ``pyarrow.Schema`` lazily, for the code that has pyarrow.
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -379,6 +381,19 @@ ARCHIVE_PREFIX: Final = "predictions"
 TRANSACTIONS_PREFIX: Final = "transactions"
 """Key prefix of the transactions in the data bucket, day-partitioned as the simulator writes
 them (``transactions/date=YYYY-MM-DD/part-00000.parquet``): the batch path's source."""
+
+
+class EnvSettings(BaseModel):
+    """A function's environment as one validated model: fields carry the env var names
+    (``alias``); a missing or malformed variable fails the cold start, naming it."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        source = os.environ if env is None else env
+        names = {f.alias for f in cls.model_fields.values() if f.alias}
+        return cls.model_validate({k: v for k, v in source.items() if k in names})
 
 
 ENV_DATA_BUCKET: Final = "RTML_DATA_BUCKET"

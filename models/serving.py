@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from models.artifact import LoadedModel
 from models.contracts import Prediction, ServingPath
@@ -38,6 +39,17 @@ class ModelRouter:
     def __post_init__(self) -> None:
         if not 0.0 <= self.ab_share <= 1.0:
             raise ValueError(f"ab_share must be within [0, 1], not {self.ab_share}")
+
+    @classmethod
+    def from_registry(
+        cls, registry: Any, name: str, *, recheck_seconds: float, ab_share: float = 0.0
+    ) -> ModelRouter:
+        """The serving functions' router: the champion and challenger aliases of ``name``."""
+        return cls(
+            champion=ModelLoader(registry, name, "champion", recheck_seconds=recheck_seconds),
+            challenger=ModelLoader(registry, name, "challenger", recheck_seconds=recheck_seconds),
+            ab_share=ab_share,
+        )
 
     def models(self) -> tuple[LoadedModel, LoadedModel | None]:
         """(champion, challenger or None); no champion raises: never a default score."""

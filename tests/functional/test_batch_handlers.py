@@ -41,9 +41,11 @@ def handlers(
         monkeypatch.setenv(key, value)
     from batch import handlers as h
 
+    h._settings.cache_clear()
     h._clients.cache_clear()
     h._model.cache_clear()
     yield h, versions
+    h._settings.cache_clear()
     h._clients.cache_clear()
     h._model.cache_clear()
 
