@@ -10,6 +10,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
+from infra.constructs.tables import rtml_table
 from models.contracts import FEATURE_STATE_PK, FEATURE_STATE_SK, FEATURE_STATE_TTL
 
 
@@ -28,18 +29,11 @@ class FeatureStateTable(Construct):
         self, scope: Construct, construct_id: str, *, removal_policy: cdk.RemovalPolicy
     ) -> None:
         super().__init__(scope, construct_id)
-        self.table = dynamodb.TableV2(
+        self.table = rtml_table(
             self,
             "Table",
-            partition_key=dynamodb.Attribute(
-                name=FEATURE_STATE_PK, type=dynamodb.AttributeType.STRING
-            ),
-            sort_key=dynamodb.Attribute(name=FEATURE_STATE_SK, type=dynamodb.AttributeType.STRING),
-            billing=dynamodb.Billing.on_demand(),
-            encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            time_to_live_attribute=FEATURE_STATE_TTL,
+            partition_key=(FEATURE_STATE_PK, "S"),
+            sort_key=(FEATURE_STATE_SK, "S"),
+            ttl_attribute=FEATURE_STATE_TTL,
             removal_policy=removal_policy,
         )

@@ -15,11 +15,13 @@ import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.bundle import require_bundle
-from infra.nag import acknowledge
+from infra.nag import acknowledge, acknowledge_object_prefix
 from infra.settings import EnvSettings
+from models.contracts import REGISTRY_PREFIX
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 """The runtime the bundle is built for (see ``infra.bundle.PYTHON_VERSION``)."""
@@ -103,3 +105,21 @@ class RtmlFunction(Construct):
         acknowledge(self.function, "AwsSolutions-L1")
         if functions.tracing:
             acknowledge(self.role, "AwsSolutions-IAM5[Resource::*]")
+
+    def grant_registry_read(self, registry: s3.IBucket) -> None:
+        """Read the model registry (``GetObject`` and a prefix-scoped ``ListBucket``), as
+        ``ModelLoader`` does; every serving and batch function needs exactly this."""
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[registry.arn_for_objects(f"{REGISTRY_PREFIX}/*")],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[registry.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{REGISTRY_PREFIX}/*"]}},
+            )
+        )
+        acknowledge_object_prefix(self.role, registry, REGISTRY_PREFIX)

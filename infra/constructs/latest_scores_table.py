@@ -6,6 +6,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from constructs import Construct
 
+from infra.constructs.tables import rtml_table
 from models.contracts import LATEST_SCORES_PK
 
 
@@ -18,16 +19,6 @@ class LatestScoresTable(Construct):
         self, scope: Construct, construct_id: str, *, removal_policy: cdk.RemovalPolicy
     ) -> None:
         super().__init__(scope, construct_id)
-        self.table = dynamodb.TableV2(
-            self,
-            "Table",
-            partition_key=dynamodb.Attribute(
-                name=LATEST_SCORES_PK, type=dynamodb.AttributeType.NUMBER
-            ),
-            billing=dynamodb.Billing.on_demand(),
-            encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            removal_policy=removal_policy,
+        self.table = rtml_table(
+            self, "Table", partition_key=(LATEST_SCORES_PK, "N"), removal_policy=removal_policy
         )

@@ -23,7 +23,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.constructs.function import RtmlFunction
-from infra.nag import API_GATEWAY_LOGS_ROLE, acknowledge, acknowledge_object_prefix
+from infra.nag import API_GATEWAY_LOGS_ROLE, acknowledge
 from infra.settings import EnvSettings
 from models import contracts as c
 
@@ -126,20 +126,7 @@ class PredictApi(Construct):
                 resources=[predictions.table_arn],
             )
         )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[registry.arn_for_objects(f"{c.REGISTRY_PREFIX}/*")],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[registry.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{c.REGISTRY_PREFIX}/*"]}},
-            )
-        )
-        acknowledge_object_prefix(role, registry, c.REGISTRY_PREFIX)
+        self.function.grant_registry_read(registry)
 
     def _rest_api(self, settings: EnvSettings) -> apigw.RestApi:
         api_settings = settings.api

@@ -22,6 +22,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.constructs.function import RtmlFunction
+from infra.constructs.tables import rtml_table
 from infra.nag import acknowledge, acknowledge_object_prefix
 from infra.settings import EnvSettings
 from models import contracts as c
@@ -64,18 +65,11 @@ class StreamScoring(Construct):
 
         self.transactions = self._stream("Transactions", settings, shards=stream.shards)
         self.labels = self._stream("Labels", settings, shards=1 if stream.shards else None)
-        self.predictions = dynamodb.TableV2(
+        self.predictions = rtml_table(
             self,
             "Predictions",
-            partition_key=dynamodb.Attribute(
-                name=c.PREDICTIONS_PK, type=dynamodb.AttributeType.NUMBER
-            ),
-            billing=dynamodb.Billing.on_demand(),
-            encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            time_to_live_attribute=c.PREDICTIONS_TTL,
+            partition_key=(c.PREDICTIONS_PK, "N"),
+            ttl_attribute=c.PREDICTIONS_TTL,
             removal_policy=removal,
         )
         self.dead_letters = self._queue("DeadLetters", removal)
@@ -179,26 +173,13 @@ class StreamScoring(Construct):
                 resources=[self.predictions.table_arn],
             )
         )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[registry.arn_for_objects(f"{c.REGISTRY_PREFIX}/*")],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[registry.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{c.REGISTRY_PREFIX}/*"]}},
-            )
-        )
+        self.scorer.grant_registry_read(registry)
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:PutObject"],
                 resources=[data.arn_for_objects(f"{c.ARCHIVE_PREFIX}/*")],
             )
         )
-        acknowledge_object_prefix(role, registry, c.REGISTRY_PREFIX)
         acknowledge_object_prefix(role, data, c.ARCHIVE_PREFIX)
         role.add_to_policy(
             iam.PolicyStatement(
