@@ -43,7 +43,14 @@ from models.contracts import (
     TRANSACTIONS_PREFIX,
 )
 from models.features.spec import BASELINE, EntitySpec
-from models.s3_datasets import part_key, part_keys, read_days, write_part
+from models.s3_datasets import (
+    day_prefix,
+    list_objects,
+    part_key,
+    read_days,
+    read_table,
+    write_part,
+)
 
 MAX_BYTES_PER_CHUNK: Final = 64 * 1024 * 1024
 """A chunk reads at most about this much Parquet (~3 million transactions): well within one
@@ -92,10 +99,10 @@ def _days(day: date, back: int) -> list[date]:
 
 
 def _day_bytes(s3: Any, config: JobConfig, day: date) -> int:
-    total = 0
-    for key in part_keys(s3, config.bucket, config.transactions_prefix, day):
-        total += s3.head_object(Bucket=config.bucket, Key=key)["ContentLength"]
-    return total
+    prefix = day_prefix(config.transactions_prefix, day)
+    return sum(
+        size for key, size in list_objects(s3, config.bucket, prefix) if key.endswith(".parquet")
+    )
 
 
 def plan(s3: Any, config: JobConfig, day: date, *, model_name: str, model_version: str) -> Plan:
@@ -207,8 +214,10 @@ def customer_chunk(
         write_part(s3, config.bucket, key, _empty_predictions(model))
         return 0
     customer_features = entity_stage(history, customers, start, start + SECONDS_PER_DAY)
-    terminal_keys = [k for k in _list(s3, config.bucket, _run_key(config, run.run_id, "terminal/"))]
-    terminal_features = pa.concat_tables([_read_any(s3, config.bucket, k) for k in terminal_keys])
+    terminal_keys = list_objects(s3, config.bucket, _run_key(config, run.run_id, "terminal/"))
+    terminal_features = pa.concat_tables(
+        [read_table(s3, config.bucket, k) for k, _ in terminal_keys]
+    )
     features = assemble(day_rows, [customer_features, terminal_features])
     names = list(model.manifest.feature_names)
     rows = np.column_stack([features[n].astype(np.float64) for n in names])
@@ -243,21 +252,6 @@ def _empty_predictions(model: Any) -> Any:
             "SCORE": pa.array([], pa.float64()),
         }
     )
-
-
-def _list(s3: Any, bucket: str, prefix: str) -> list[str]:
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return sorted(keys)
-
-
-def _read_any(s3: Any, bucket: str, key: str) -> Any:
-    import io
-
-    import pyarrow.parquet as pq
-
-    return pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
 
 
 def _write_latest(dynamodb: Any, table_name: str, table: Any, run: Plan) -> None:
@@ -310,8 +304,8 @@ def finalize(
     from models.monitoring import drift_report
 
     prediction_prefix = f"{config.prefix}/predictions/date={run.day.isoformat()}/run={run.run_id}/"
-    keys = _list(s3, config.bucket, prediction_prefix)
-    tables = [_read_any(s3, config.bucket, k) for k in keys]
+    keys = [k for k, _ in list_objects(s3, config.bucket, prediction_prefix)]
+    tables = [read_table(s3, config.bucket, k) for k in keys]
     predictions = pa.concat_tables(tables, promote_options="default") if tables else None
     rows = 0 if predictions is None else predictions.num_rows
     names = list(model.manifest.feature_names)

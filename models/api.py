@@ -146,14 +146,6 @@ def parse_batch(value: Any) -> list[Any]:
     return items
 
 
-class PredictionStore:
-    """What the API needs of the predictions table (models/aws_sinks.DynamoDBPredictions)."""
-
-    def write(self, predictions: Sequence[Prediction]) -> Any: ...
-
-    def get(self, transaction_id: int) -> Prediction | None: ...
-
-
 @dataclass
 class ApiScoring:
     """Scores requests; everything but HTTP (lambdas/api.py) lives here."""
@@ -161,7 +153,7 @@ class ApiScoring:
     engine: OnlineFeatures
     router: ModelRouter
     predictions: Any
-    """A :class:`PredictionStore` (``write`` first-write-wins, ``get``)."""
+    """``write`` (first write wins) and ``get``: models/aws_sinks.DynamoDBPredictions."""
     threshold: float = 0.5
     max_amount: float = DEFAULT_MAX_AMOUNT
     latest_scores: Any = None

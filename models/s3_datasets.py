@@ -49,26 +49,38 @@ def write_part(s3: Any, bucket: str, key: str, table: pa.Table) -> int:
     return len(data)
 
 
+def list_objects(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
+    """(key, size) of every object under ``prefix``, in key order (one listing, no HEADs)."""
+    found: list[tuple[str, int]] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        found += [(o["Key"], int(o["Size"])) for o in page.get("Contents", [])]
+    return sorted(found)
+
+
 def part_keys(s3: Any, bucket: str, prefix: str, day: date) -> list[str]:
     """The part files of one day, in name order (none: an empty day)."""
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=day_prefix(prefix, day)
-    ):
-        keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".parquet")]
-    return sorted(keys)
+    return [
+        k for k, _ in list_objects(s3, bucket, day_prefix(prefix, day)) if k.endswith(".parquet")
+    ]
 
 
-def read_part(s3: Any, bucket: str, key: str, columns: tuple[Column, ...]) -> pa.Table:
-    """One part, as the contract's columns and types, or :class:`MalformedPartError`."""
+def read_table(s3: Any, bucket: str, key: str) -> pa.Table:
+    """One Parquet object as it is (no contract); :class:`MalformedPartError` if it is not."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     try:
-        table = pq.read_table(io.BytesIO(body))
+        return pq.read_table(io.BytesIO(body))
     except (pa.ArrowInvalid, OSError) as exc:
         raise MalformedPartError(key, f"not Parquet ({exc})") from None
+
+
+def read_part(s3: Any, bucket: str, key: str, columns: tuple[Column, ...]) -> pa.Table:
+    """One part, as the contract's columns and types, or :class:`MalformedPartError`."""
+    import pyarrow as pa
+
+    table = read_table(s3, bucket, key)
     schema = arrow_schema(columns)
     missing = sorted(set(schema.names) - set(table.column_names))
     if missing:

@@ -612,7 +612,7 @@ def _run_local_report(args: argparse.Namespace) -> None:
 
 
 def _run_local_upload(args: argparse.Namespace) -> None:
-    from infra.local.report import _client
+    from infra.local.stack import local_client as _client
     from infra.local.stack import read_state
     from models.contracts import TRANSACTIONS_PREFIX
 
@@ -636,8 +636,8 @@ def _run_local_upload(args: argparse.Namespace) -> None:
 def _run_local_tick(args: argparse.Namespace) -> None:
     from datetime import UTC, datetime
 
-    from infra.local.report import _client
     from infra.local.schedules import tick
+    from infra.local.stack import local_client as _client
     from infra.local.stack import read_state
 
     info = read_state(args.root)
@@ -727,20 +727,15 @@ def _run_stream_put(args: argparse.Namespace) -> None:
     from models.kinesis_producer import Entry, put_records
     from models.wire import encode_event
 
-    client_args: dict[str, Any] = {}
     streams = (args.stream, args.labels_stream)
+    client = None
     if None in streams:
-        from infra.local.stack import CREDENTIALS, read_state
+        from infra.local.stack import local_client, read_state
 
         info = read_state(args.root)
         streams = (args.stream or info["transactions_stream"],
                    args.labels_stream or info["labels_stream"])  # fmt: skip
-        client_args = {
-            "endpoint_url": info["endpoint_url"],
-            "region_name": info["region"],
-            "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        }
+        client = local_client(info, "kinesis")
     table = datasets.read_dataset(args.src, TRANSACTIONS_COLUMNS)
     start = int(datetime(args.date.year, args.date.month, args.date.day, tzinfo=UTC).timestamp())
     events = delivered_between(table, start, start + 86_400, labels=args.labels)
@@ -749,7 +744,7 @@ def _run_stream_put(args: argparse.Namespace) -> None:
         events = events[: args.limit]
     if not events:
         raise ValueError(f"no records on {args.date} in {args.src}")
-    client = boto3.client("kinesis", **client_args)
+    client = client or boto3.client("kinesis")
     # consecutive runs of one kind, in delivery order (a chargeback lands between the
     # transactions it precedes), each put on its own stream
     runs: list[tuple[bool, list[Entry]]] = []

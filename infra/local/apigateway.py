@@ -625,9 +625,7 @@ class ApiFront:
         result = self.invoke(route.function, event)
         if time.monotonic() - started > INTEGRATION_TIMEOUT:
             return self._gateway(api, "INTEGRATION_TIMEOUT", request_id)
-        if result.error is not None:
-            if result.error.get("errorType") == "Sandbox.Timedout":
-                return self._gateway(api, "DEFAULT_5XX", request_id, "Internal server error")
+        if result.error is not None:  # a function error or timeout: the gateway's 502
             return self._gateway(api, "DEFAULT_5XX", request_id, "Internal server error")
         response = result.result
         if (

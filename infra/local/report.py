@@ -20,19 +20,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from infra.local.stack import CREDENTIALS
-
-
-def _client(info: dict[str, Any], service: str) -> Any:
-    import boto3
-
-    return boto3.client(  # type: ignore[call-overload]
-        service,
-        endpoint_url=info["endpoint_url"],
-        region_name=info["region"],
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
+from infra.local.stack import local_client as _client
 
 
 def _predictions(info: dict[str, Any], ids: set[int]) -> dict[int, Any]:

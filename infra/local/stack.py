@@ -75,21 +75,15 @@ class LocalStack:
     deployer: Deployer | None = None
     info: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    api_info: dict[str, Any] = field(default_factory=dict)
+    """``api_url`` and ``api_key`` of the local front (they replace AWS's in local.json)."""
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self, service: str) -> Any:
-        import boto3
-
-        return boto3.client(  # type: ignore[call-overload]
-            service,
-            endpoint_url=self.endpoint_url,
-            region_name=self.region,
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+        return local_client({"endpoint_url": self.endpoint_url, "region": self.region}, service)
 
     # --- up -------------------------------------------------------------------------------
 
@@ -223,11 +217,11 @@ class LocalStack:
         base = self.api_front.start(self.api_port or self.port + 1)
         api = next(iter(apis.apis.values()))
         stage = next(iter(api.stages), "")
-        self.info_api = {
+        self.api_info = {
             "api_url": f"{base}/{stage}/",
             "api_key": next((k.value for k in apis.keys.values() if k.enabled), None),
         }
-        self.progress(f"API at {self.info_api['api_url']}")
+        self.progress(f"API at {self.api_info['api_url']}")
 
     def _describe(self, stack_name: str, deployer: Deployer) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -242,7 +236,7 @@ class LocalStack:
             if output in deployer.outputs:
                 info[key] = deployer.outputs[output]
         info["api_key"] = None
-        info.update(getattr(self, "info_api", {}))  # the local front's URL, not AWS's
+        info.update(self.api_info)  # the local front's URL, not AWS's
         if info.get("artifacts_bucket"):
             from models.contracts import REGISTRY_PREFIX
 
@@ -326,6 +320,19 @@ def _asset_file(assembly_dir: Path, object_key: str) -> Path:
     if not candidates:
         raise FileNotFoundError(f"asset {object_key} not found next to {assembly_dir}")
     return candidates[0]
+
+
+def local_client(info: dict[str, Any], service: str) -> Any:
+    """A boto3 client for a local stack (its ``local.json``, or endpoint and region)."""
+    import boto3
+
+    return boto3.client(  # type: ignore[call-overload]
+        service,
+        endpoint_url=info["endpoint_url"],
+        region_name=info["region"],
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def read_state(root: Path = DEFAULT_ROOT) -> dict[str, Any]:
