@@ -8,10 +8,10 @@ version, so a promote mid-run cannot mix versions.
 
 from __future__ import annotations
 
-import time
-from datetime import date
+from datetime import date, datetime, timedelta
 from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -37,14 +37,14 @@ class BatchSettings(c.EnvSettings):
     scores_table: str | None = Field(None, alias=c.ENV_SCORES_TABLE)
     max_bytes_per_chunk: int = Field(job.MAX_BYTES_PER_CHUNK, ge=1, alias=c.ENV_MAX_BYTES_PER_CHUNK)
 
-    def job_config(self, *, backfill: bool = False) -> job.JobConfig:
+    def job_config(self) -> job.JobConfig:
+        # a backfill never overwrites newer latest scores: its plan says so, and chunks skip them
         return job.JobConfig(
             bucket=self.bucket,
             prefix=self.prefix,
             threshold=self.threshold,
             max_bytes_per_chunk=self.max_bytes_per_chunk,
-            # a backfill never overwrites newer latest scores: it writes none
-            scores_table=None if backfill else self.scores_table,
+            scores_table=self.scores_table,
         )
 
 
@@ -80,80 +80,83 @@ def _model(version: str) -> Any:
 
 
 def _day(event: dict[str, Any]) -> date:
-    try:
-        return date.fromisoformat(str(event["date"]))
-    except (KeyError, ValueError) as exc:
-        raise ValueError(f"date: expected YYYY-MM-DD, got {event.get('date')!r}") from exc
+    """The run's day: ``date``, or the day before the schedule's time in its time zone."""
+    if event.get("date"):
+        try:
+            return date.fromisoformat(str(event["date"]))
+        except ValueError:
+            raise ValueError(f"date: expected YYYY-MM-DD, got {event['date']!r}") from None
+    if event.get("scheduled_time"):
+        try:
+            at = datetime.fromisoformat(str(event["scheduled_time"]).replace("Z", "+00:00"))
+            local = at.astimezone(ZoneInfo(str(event.get("timezone") or "UTC")))
+        except (ValueError, KeyError) as exc:
+            raise ValueError(
+                f"scheduled_time/timezone: {event.get('scheduled_time')!r},"
+                f" {event.get('timezone')!r} ({exc})"
+            ) from None
+        return local.date() - timedelta(days=1)
+    raise ValueError("date: missing (give date=YYYY-MM-DD, or scheduled_time)")
 
 
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
 def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Resolve the model version once and size the run: {run_id, counts, items keys}."""
+    """Resolve the model version once and size the run; what the maps need (item keys)."""
     settings = _settings()
     s3, _, registry = _clients()
     version = event.get("model_version") or registry.resolve(settings.model_name, "champion")
-    run = job.plan(
-        s3, settings.job_config(backfill=bool(event.get("backfill"))), _day(event),
-        model_name=settings.model_name, model_version=version,
-    )  # fmt: skip
+    backfill = bool(event.get("backfill"))
+    run = job.plan(s3, settings.job_config(), _day(event), model_name=settings.model_name,
+                   model_version=version, backfill=backfill)  # fmt: skip
     logger.info("planned", extra={"run_id": run.run_id, "model_version": version})
     return {
         "run_id": run.run_id,
-        "backfill": bool(event.get("backfill")),
-        "partition_items": run.partition_items,
-        "terminal_items": run.terminal_items,
-        "customer_items": run.customer_items,
+        "day": run.day.isoformat(),
+        "model_version": version,
+        "backfill": backfill,
+        "items": run.items,
+        "counts": {stage: len(getattr(run, f"{stage}_items")) for stage in job.STAGES},
     }
 
 
-@logger.inject_lambda_context(clear_state=True)
-def partition(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = _settings()
-    s3, _, _ = _clients()
-    rows = job.partition_day(s3, settings.job_config(), event["entity"], int(event["buckets"]),
-                             _day({"date": event["day"]}))  # fmt: skip
-    return {"rows": rows}
-
-
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
-def terminal_chunk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = _settings()
-    s3, _, _ = _clients()
-    config = settings.job_config()
-    run = job.load_plan(s3, config, event["run_id"])
-    started = time.perf_counter()
-    rows = job.terminal_chunk(s3, config, run, int(event["bucket"]))
-    metrics.add_metric("TerminalChunkSeconds", MetricUnit.Seconds, time.perf_counter() - started)
-    return {"rows": rows}
-
-
-@metrics.log_metrics
-@logger.inject_lambda_context(clear_state=True)
-def customer_chunk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def chunk(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """One Distributed Map item: ``{"stage": ..., "item": {"run_id": ..., ...}}``."""
     settings = _settings()
     s3, dynamodb, _ = _clients()
-    config = settings.job_config(backfill=bool(event.get("backfill")))
-    run = job.load_plan(s3, config, event["run_id"])
-    started = time.perf_counter()
-    rows = job.customer_chunk(s3, config, run, int(event["bucket"]),
-                              model=_model(run.model_version), dynamodb=dynamodb)  # fmt: skip
-    seconds = time.perf_counter() - started
-    metrics.add_metric("RowsScored", MetricUnit.Count, rows)
-    metrics.add_metric("CustomerChunkSeconds", MetricUnit.Seconds, seconds)
-    return {"rows": rows, "seconds": round(seconds, 3)}
+    config = settings.job_config()
+    stage, item = str(event.get("stage")), dict(event.get("item") or {})
+    if "run_id" not in item:
+        raise ValueError(f"item.run_id: missing in {item!r}")
+    run = job.load_plan(s3, config, item["run_id"])
+    logger.append_keys(run_id=run.run_id, stage=stage, item=item)
+    model = _model(run.model_version) if stage == "customer" else None
+    result = job.run_task(s3, config, run, stage, item, model=model, dynamodb=dynamodb)
+    metrics.add_dimension(name="stage", value=stage)
+    metrics.add_metric("ChunkRows", MetricUnit.Count, result["rows"])
+    metrics.add_metric("ChunkSeconds", MetricUnit.Seconds, result["seconds"])
+    return result
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def finalize(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """The manifest and drift report; EMF metrics the alarms watch (rows, max PSI)."""
     settings = _settings()
     s3, _, _ = _clients()
     config = settings.job_config()
-    run = job.load_plan(s3, config, event["run_id"])
+    run = job.load_plan(s3, config, str(event["run_id"]))
     result = job.finalize(s3, config, run, _model(run.model_version))
-    metrics.add_metric("BatchRows", MetricUnit.Count, result.manifest["outputs"]["rows"])
-    metrics.add_metric("DriftAlarms", MetricUnit.Count, len(result.manifest["drift_alarms"]))
-    return {"run_id": run.run_id, "rows": result.manifest["outputs"]["rows"],
-            "drift_alarms": result.manifest["drift_alarms"]}  # fmt: skip
+    manifest = result.manifest
+    metrics.add_metric("BatchRows", MetricUnit.Count, manifest["outputs"]["rows"])
+    metrics.add_metric("BatchHighRisk", MetricUnit.Count, manifest["high_risk"])
+    metrics.add_metric("BatchMaxPsi", MetricUnit.NoUnit, manifest["max_psi"])
+    metrics.add_metric("BatchDriftAlarms", MetricUnit.Count, len(manifest["drift_alarms"]))
+    if manifest["labelled_day"]:
+        labelled = manifest["labelled_day"]
+        metrics.add_metric("LabelledAP", MetricUnit.NoUnit, labelled["average_precision"])
+        metrics.add_metric("LabelledCP100", MetricUnit.NoUnit, labelled["card_precision_at_100"])
+    return {"run_id": run.run_id, "rows": manifest["outputs"]["rows"],
+            "max_psi": manifest["max_psi"], "drift_alarms": manifest["drift_alarms"]}  # fmt: skip

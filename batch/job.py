@@ -10,7 +10,11 @@ a rerun overwrites and never duplicates:
   once per day and bucket count (kept: the next day's run reuses all but one day);
 - ``runs/<run id>/terminal/part-<k>.parquet``: the terminal stage's features of the day;
 - ``predictions/date=<d>/run=<run id>/part-<k>.parquet``: the scores, one part per chunk;
-- ``runs/<run id>/plan.json``, ``runs/<run id>/manifest.json``, ``runs/<run id>/drift.json``.
+- ``runs/<run id>/plan.json``, ``runs/<run id>/items/<stage>.json`` (what each Distributed
+  Map reads), ``runs/<run id>/chunks/<stage>-<n>.json`` (each task's rows and seconds),
+  ``runs/<run id>/manifest.json``, ``runs/<run id>/drift.json``;
+- ``quarantine/<source key>``: a source part that could not be read, moved aside (with a
+  ``.reason.json`` beside it) so that the failed run names it and a rerun does not trip on it.
 
 The run id is ``<date>-<model version>``: a rerun with the same model overwrites its own
 output; a new model writes beside it.
@@ -21,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -44,6 +47,7 @@ from models.contracts import (
 )
 from models.features.spec import BASELINE, EntitySpec
 from models.s3_datasets import (
+    MalformedPartError,
     day_prefix,
     list_objects,
     part_key,
@@ -84,6 +88,10 @@ class Plan(BaseModel):
     customer_buckets: int
     terminal_buckets: int
     history_bytes: int
+    backfill: bool = False
+    """A backfill writes predictions (a point-in-time feature table) but no latest scores."""
+    items: dict[str, str] = Field(default_factory=dict)
+    """Stage -> S3 key of its work items (a JSON array: the Distributed Map's ItemReader)."""
     partition_items: list[dict[str, Any]]
     terminal_items: list[dict[str, Any]]
     customer_items: list[dict[str, Any]]
@@ -105,7 +113,19 @@ def _day_bytes(s3: Any, config: JobConfig, day: date) -> int:
     )
 
 
-def plan(s3: Any, config: JobConfig, day: date, *, model_name: str, model_version: str) -> Plan:
+STAGES: Final = ("partition", "terminal", "customer")
+"""The Distributed Maps of a run, in order."""
+
+
+def plan(
+    s3: Any,
+    config: JobConfig,
+    day: date,
+    *,
+    model_name: str,
+    model_version: str,
+    backfill: bool = False,
+) -> Plan:
     """Size the run from the source's bytes and list its work items (written to S3)."""
     customers, terminals = _entities()
     longest = max(history_days(customers), history_days(terminals))
@@ -118,7 +138,7 @@ def plan(s3: Any, config: JobConfig, day: date, *, model_name: str, model_versio
     customer_buckets = max(1, math.ceil(customer_bytes / config.max_bytes_per_chunk))
     run_id = f"{day.isoformat()}-{model_version}"
     partition_items = [
-        {"entity": entity.key, "buckets": n, "day": d.isoformat()}
+        {"run_id": run_id, "entity": entity.key, "buckets": n, "day": d.isoformat()}
         for entity, n in ((customers, customer_buckets), (terminals, terminal_buckets))
         for d in _days(day, history_days(entity))
         if sizes.get(d)
@@ -128,6 +148,8 @@ def plan(s3: Any, config: JobConfig, day: date, *, model_name: str, model_versio
         day=day,
         model_name=model_name,
         model_version=model_version,
+        backfill=backfill,
+        items={stage: _run_key(config, run_id, f"items/{stage}.json") for stage in STAGES},
         customer_buckets=customer_buckets,
         terminal_buckets=terminal_buckets,
         history_bytes=terminal_bytes,
@@ -135,12 +157,30 @@ def plan(s3: Any, config: JobConfig, day: date, *, model_name: str, model_versio
         terminal_items=[{"run_id": run_id, "bucket": k} for k in range(terminal_buckets)],
         customer_items=[{"run_id": run_id, "bucket": k} for k in range(customer_buckets)],
     )
+    for stage in STAGES:
+        body = json.dumps(getattr(result, f"{stage}_items")).encode()
+        s3.put_object(Bucket=config.bucket, Key=result.items[stage], Body=body)
     s3.put_object(
         Bucket=config.bucket,
         Key=_run_key(config, run_id, "plan.json"),
         Body=result.model_dump_json(indent=2).encode(),
     )
     return result
+
+
+def record_chunk(
+    s3: Any, config: JobConfig, run_id: str, stage: str, name: str, **figures: float
+) -> None:
+    """One task's figures (rows, seconds), for the manifest's timings; rerun: overwritten."""
+    s3.put_object(
+        Bucket=config.bucket,
+        Key=_run_key(config, run_id, f"chunks/{stage}-{name}.json"),
+        Body=json.dumps(figures).encode(),
+    )
+
+
+def quarantine_key(config: JobConfig, key: str) -> str:
+    return f"{config.prefix}/quarantine/{key}"
 
 
 def load_plan(s3: Any, config: JobConfig, run_id: str) -> Plan:
@@ -157,8 +197,27 @@ def _bucketed_prefix(config: JobConfig, entity: str, buckets: int, bucket: int) 
 
 
 def partition_day(s3: Any, config: JobConfig, entity: str, buckets: int, day: date) -> int:
-    """Split one source day by entity bucket (idempotent); the rows written."""
-    table = read_days(s3, config.bucket, config.transactions_prefix, [day], TRANSACTIONS_COLUMNS)
+    """Split one source day by entity bucket (idempotent); the rows written.
+
+    A source part that cannot be read is moved to quarantine (with its reason) and the error
+    raised again, naming it: the run fails and says which file; nothing is skipped in silence.
+    """
+    try:
+        table = read_days(
+            s3, config.bucket, config.transactions_prefix, [day], TRANSACTIONS_COLUMNS
+        )
+    except MalformedPartError as error:
+        target = quarantine_key(config, error.key)
+        s3.copy_object(
+            Bucket=config.bucket, Key=target, CopySource={"Bucket": config.bucket, "Key": error.key}
+        )
+        s3.put_object(
+            Bucket=config.bucket,
+            Key=target + ".reason.json",
+            Body=json.dumps({"key": error.key, "reason": error.reason}).encode(),
+        )
+        s3.delete_object(Bucket=config.bucket, Key=error.key)
+        raise MalformedPartError(error.key, f"{error.reason}; moved to {target}") from None
     for bucket, part in split_by_bucket(table, entity, buckets).items():
         key = part_key(_bucketed_prefix(config, entity, buckets, bucket), day, 0)
         write_part(s3, config.bucket, key, part)
@@ -236,7 +295,7 @@ def customer_chunk(
         }
     )
     write_part(s3, config.bucket, key, table)
-    if config.scores_table and dynamodb is not None:
+    if config.scores_table and dynamodb is not None and not run.backfill:
         _write_latest(dynamodb, config.scores_table, table, run)
     return int(table.num_rows)
 
@@ -295,23 +354,79 @@ class RunResult:
     drift: dict[str, Any]
 
 
+LABEL_DELAY_DAYS: Final = 7
+"""Labels of a day are known this many days later (the handbook's delay)."""
+
+
+def _prediction_prefix(config: JobConfig, day: date, run_id: str) -> str:
+    return f"{config.prefix}/predictions/date={day.isoformat()}/run={run_id}/"
+
+
+def _read_predictions(s3: Any, config: JobConfig, day: date, run_id: str) -> tuple[list[str], Any]:
+    import pyarrow as pa
+
+    keys = [k for k, _ in list_objects(s3, config.bucket, _prediction_prefix(config, day, run_id))]
+    tables = [read_table(s3, config.bucket, k) for k in keys]
+    return keys, (pa.concat_tables(tables, promote_options="default") if tables else None)
+
+
+def _timings(s3: Any, config: JobConfig, run_id: str) -> dict[str, dict[str, float]]:
+    """Per stage: tasks, rows, summed and slowest task seconds (from the tasks' records)."""
+    found: dict[str, dict[str, float]] = {}
+    for key, _ in list_objects(s3, config.bucket, _run_key(config, run_id, "chunks/")):
+        stage = key.rsplit("/", 1)[1].split("-", 1)[0]
+        figures = json.loads(s3.get_object(Bucket=config.bucket, Key=key)["Body"].read())
+        entry = found.setdefault(stage, {"tasks": 0, "rows": 0, "seconds": 0.0, "slowest": 0.0})
+        entry["tasks"] += 1
+        entry["rows"] += figures.get("rows", 0)
+        entry["seconds"] = round(entry["seconds"] + figures.get("seconds", 0.0), 3)
+        entry["slowest"] = max(entry["slowest"], figures.get("seconds", 0.0))
+    return found
+
+
+def labelled_day_metrics(s3: Any, config: JobConfig, run: Plan) -> dict[str, Any] | None:
+    """AUC, AP and CP@100 of the same model's predictions for the day whose labels are now
+    known (the run's day minus the label delay), joined with the source's TX_FRAUD; None when
+    that day was not scored by this model version or has no fraud to rank."""
+    import numpy as np
+
+    from models.evaluation import evaluate
+
+    day = run.day - timedelta(days=LABEL_DELAY_DAYS)
+    _, predictions = _read_predictions(s3, config, day, f"{day.isoformat()}-{run.model_version}")
+    if predictions is None or predictions.num_rows == 0:
+        return None
+    source = read_days(s3, config.bucket, config.transactions_prefix, [day], TRANSACTIONS_COLUMNS)
+    labels = dict(
+        zip(source.column("TRANSACTION_ID").to_pylist(), source.column("TX_FRAUD").to_pylist(),
+            strict=True)
+    )  # fmt: skip
+    ids = predictions.column("TRANSACTION_ID").to_pylist()
+    known = [i for i, tx in enumerate(ids) if tx in labels]
+    y = np.array([labels[ids[i]] for i in known], dtype=np.int64)
+    if len(known) == 0 or int(y.sum()) in (0, len(known)):
+        return None
+    scores = predictions.column("SCORE").to_numpy()[known]
+    days = np.full(len(known), np.datetime64(day.isoformat()))
+    cards = predictions.column("CUSTOMER_ID").to_numpy()[known]
+    metrics = evaluate(y, scores, days, cards)
+    return {"day": day.isoformat(), "rows": len(known), "frauds": int(y.sum()),
+            **metrics.model_dump()}  # fmt: skip
+
+
 def finalize(
     s3: Any, config: JobConfig, run: Plan, model: Any, *, timings: dict[str, float] | None = None
 ) -> RunResult:
-    """The run's manifest (inputs, counts, model, timings) and drift report, written to S3."""
-    import pyarrow as pa
-
+    """The run's manifest (inputs, counts, model, timings, quarantined inputs, the labelled
+    day's metrics) and drift report, written to S3."""
     from models.monitoring import drift_report
 
-    prediction_prefix = f"{config.prefix}/predictions/date={run.day.isoformat()}/run={run.run_id}/"
-    keys = [k for k, _ in list_objects(s3, config.bucket, prediction_prefix)]
-    tables = [read_table(s3, config.bucket, k) for k in keys]
-    predictions = pa.concat_tables(tables, promote_options="default") if tables else None
+    keys, predictions = _read_predictions(s3, config, run.day, run.run_id)
     rows = 0 if predictions is None else predictions.num_rows
     names = list(model.manifest.feature_names)
     drift: dict[str, Any] = {}
-    if rows:
-        assert predictions is not None
+    high_risk, max_psi = 0, 0.0
+    if predictions is not None and rows:
         report = drift_report(
             model.manifest.reference,
             {n: predictions.column(n).to_numpy() for n in names},
@@ -319,22 +434,32 @@ def finalize(
             threshold=config.threshold,
         )
         drift = report.model_dump(mode="json")
+        max_psi = report.max_psi
+        high_risk = sum(1 for d in predictions.column("DECISION").to_pylist() if d == "high_risk")
+    quarantined = [
+        k.removeprefix(f"{config.prefix}/quarantine/")
+        for k, _ in list_objects(s3, config.bucket, f"{config.prefix}/quarantine/")
+        if not k.endswith(".reason.json")
+    ]
     manifest = {
         "run_id": run.run_id,
         "day": run.day.isoformat(),
+        "backfill": run.backfill,
         "model": {"name": run.model_name, "version": run.model_version},
         "buckets": {"customer": run.customer_buckets, "terminal": run.terminal_buckets},
-        "inputs": {"history_bytes": run.history_bytes, "partition_items": len(run.partition_items)},
+        "inputs": {
+            "history_bytes": run.history_bytes,
+            "source_days": len({i["day"] for i in run.partition_items}),
+            "quarantined": [k for k in quarantined if _in_days(k, run)],
+        },
         "outputs": {"predictions": keys, "rows": rows},
-        "high_risk": int(
-            sum(1 for d in predictions.column("DECISION").to_pylist() if d == "high_risk")
-        )
-        if rows and predictions is not None
-        else 0,
+        "high_risk": high_risk,
+        "max_psi": max_psi,
         "drift_alarms": drift.get("alarms", []),
-        "timings_seconds": timings or {},
+        "labelled_day": labelled_day_metrics(s3, config, run),
+        "timings_seconds": {**_timings(s3, config, run.run_id), **(timings or {})},
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    }  # fmt: skip
     s3.put_object(
         Bucket=config.bucket,
         Key=_run_key(config, run.run_id, "manifest.json"),
@@ -348,32 +473,63 @@ def finalize(
     return RunResult(manifest, drift)
 
 
+def _in_days(key: str, run: Plan) -> bool:
+    """Whether a source key belongs to one of the days the run reads."""
+    return any(f"date={i['day']}/" in key for i in run.partition_items) or (
+        f"date={run.day.isoformat()}/" in key
+    )
+
+
+def load_manifest(s3: Any, config: JobConfig, run_id: str) -> dict[str, Any]:
+    body = s3.get_object(Bucket=config.bucket, Key=_run_key(config, run_id, "manifest.json"))
+    result: dict[str, Any] = json.loads(body["Body"].read())
+    return result
+
+
+def run_task(
+    s3: Any,
+    config: JobConfig,
+    run: Plan,
+    stage: str,
+    item: dict[str, Any],
+    *,
+    model: Any = None,
+    dynamodb: Any = None,
+) -> dict[str, Any]:
+    """One work item of a stage (what one Distributed Map iteration runs), recorded for the
+    manifest's timings: {rows, seconds}."""
+    started = time.perf_counter()
+    if stage == "partition":
+        rows = partition_day(s3, config, item["entity"], int(item["buckets"]),
+                             date.fromisoformat(item["day"]))  # fmt: skip
+        name = f"{item['entity'].lower()}-{item['day']}"
+    elif stage == "terminal":
+        rows, name = terminal_chunk(s3, config, run, int(item["bucket"])), str(item["bucket"])
+    elif stage == "customer":
+        rows = customer_chunk(s3, config, run, int(item["bucket"]), model=model, dynamodb=dynamodb)
+        name = str(item["bucket"])
+    else:
+        raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
+    seconds = round(time.perf_counter() - started, 3)
+    record_chunk(s3, config, run.run_id, stage, name, rows=rows, seconds=seconds)
+    return {"rows": rows, "seconds": seconds}
+
+
 def run_locally(
-    s3: Any, config: JobConfig, day: date, model: Any, *, dynamodb: Any = None
+    s3: Any,
+    config: JobConfig,
+    day: date,
+    model: Any,
+    *,
+    dynamodb: Any = None,
+    backfill: bool = False,
 ) -> RunResult:
     """Every step in this process, in the state machine's order (tests, debugging)."""
-    timings: dict[str, float] = {}
     started = time.perf_counter()
-    run = plan(s3, config, day, model_name=model.name, model_version=model.version)
-    timings["plan"] = time.perf_counter() - started
-    steps: list[tuple[str, list[dict[str, Any]], Callable[[dict[str, Any]], int]]] = [
-        (
-            "partition",
-            run.partition_items,
-            lambda i: partition_day(
-                s3, config, i["entity"], i["buckets"], date.fromisoformat(i["day"])
-            ),
-        ),
-        ("terminal", run.terminal_items, lambda i: terminal_chunk(s3, config, run, i["bucket"])),
-        (
-            "customer",
-            run.customer_items,
-            lambda i: customer_chunk(s3, config, run, i["bucket"], model=model, dynamodb=dynamodb),
-        ),
-    ]
-    for step, items, work in steps:
-        t = time.perf_counter()
-        for item in items:
-            work(item)
-        timings[step] = time.perf_counter() - t
+    run = plan(s3, config, day, model_name=model.name, model_version=model.version,
+               backfill=backfill)  # fmt: skip
+    timings = {"plan": round(time.perf_counter() - started, 3)}
+    for stage in STAGES:
+        for item in getattr(run, f"{stage}_items"):
+            run_task(s3, config, run, stage, item, model=model, dynamodb=dynamodb)
     return finalize(s3, config, run, model, timings=timings)

@@ -164,6 +164,51 @@ class ApiPathSettings(BaseModel):
     """Alarm when this share of requests gets a 4xx."""
 
 
+class BatchPathSettings(BaseModel):
+    """The scheduled batch job: its state machine, task functions and schedule."""
+
+    model_config = _STRICT
+
+    schedule: str = "cron(30 2 * * ? *)"
+    """EventBridge Scheduler expression; a run scores the day before its scheduled time."""
+
+    timezone: str = "UTC"
+    """IANA time zone of ``schedule`` (EventBridge Scheduler honours daylight saving)."""
+
+    schedule_enabled: bool = True
+
+    prefix: str = Field(default="batch", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    """Key prefix of the job's output in the data bucket."""
+
+    max_concurrency: int = Field(default=10, ge=1, le=10_000)
+    """Chunks a Distributed Map runs at once (each is one Lambda invocation)."""
+
+    tolerated_failure_percentage: int = Field(default=0, ge=0, le=100)
+    """Share of chunks that may fail before the run fails (0: any failure fails the run)."""
+
+    memory_mb: int = Field(default=3008, ge=128, le=10240)
+    """Per task function; Lambda's CPU share grows with memory (1,769 MB is one vCPU)."""
+
+    timeout_seconds: int = Field(default=900, ge=60, le=900)
+
+    max_bytes_per_chunk: int = Field(default=64 * 1024 * 1024, ge=1)
+    """Parquet a chunk reads at most; the plan sets the bucket counts from it."""
+
+    retry_attempts: int = Field(default=3, ge=0, le=10)
+    """Retries of a failed chunk (Lambda service errors, throttles, task errors)."""
+
+    retry_interval_seconds: int = Field(default=2, ge=1, le=3_600)
+    retry_backoff_rate: float = Field(default=2.0, ge=1.0, le=10.0)
+
+    decision_threshold: float = Field(default=0.5, ge=0, le=1)
+
+    drift_alarm_psi: float = Field(default=0.2, gt=0)
+    """Alarm when a run's largest PSI (an input or the score) reaches this."""
+
+    bundle_budget_mb: int = Field(default=250, ge=1, le=250)
+    """Unzipped size the batch bundle (numpy, pyarrow) may reach; Lambda allows 250 MB."""
+
+
 class EnvSettings(BaseModel):
     """Settings of one deployment environment (a CDK stage holding the rtml stack)."""
 
@@ -199,6 +244,9 @@ class EnvSettings(BaseModel):
 
     api: ApiPathSettings = ApiPathSettings()
     """The on-demand path (REST API)."""
+
+    batch: BatchPathSettings = BatchPathSettings()
+    """The scheduled batch job (Step Functions)."""
 
     @field_validator("log_retention_days")
     @classmethod

@@ -71,6 +71,11 @@ class DriftReport(BaseModel):
     alarms: list[str] = Field(description="Inputs (or 'score') whose drift or missing rate alarms.")
     warnings: list[str]
 
+    @property
+    def max_psi(self) -> float:
+        """The largest PSI of any input or the score: the one figure an alarm watches."""
+        return max([self.score.psi, *(c.psi for c in self.features.values())])
+
 
 def observed_counts(
     histogram: Histogram, values: npt.ArrayLike

@@ -1,6 +1,6 @@
 """The Lambda factory: every rtml function is built here, the same way.
 
-python3.12 on the architecture from settings, the serving bundle as code (built by
+python3.12 on the architecture from settings, a bundle as code (serving, or batch) (built by
 ``make bundle``, never at synth), JSON logs into a log group of its own with the
 environment's retention, X-Ray tracing, Powertools' settings as environment variables, and a
 role of its own holding only what the function's construct grants it (no managed policy, so
@@ -18,7 +18,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from infra.bundle import require_bundle
+from infra.bundle import Kind, require_bundle
 from infra.nag import acknowledge, acknowledge_object_prefix
 from infra.settings import EnvSettings
 from models.contracts import REGISTRY_PREFIX
@@ -52,6 +52,7 @@ class RtmlFunction(Construct):
         memory_mb: int = 512,
         timeout_seconds: int = 30,
         reserved_concurrency: int | None = None,
+        bundle: Kind = "serving",
     ) -> None:
         super().__init__(scope, construct_id)
         functions = settings.functions
@@ -82,7 +83,7 @@ class RtmlFunction(Construct):
             "Function",
             runtime=RUNTIME,
             architecture=_ARCHITECTURES[functions.architecture],
-            code=lambda_.Code.from_asset(str(require_bundle(functions.architecture))),
+            code=lambda_.Code.from_asset(str(require_bundle(functions.architecture, kind=bundle))),
             handler=handler,
             description=description,
             role=self.role,

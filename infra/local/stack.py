@@ -146,14 +146,14 @@ class LocalStack:
     def _synth(self) -> Path:
         """The stage's assembly, synthesized for this machine's architecture."""
         from infra.app import build_app, cdk_json_context
-        from infra.bundle import build, bundle_path
+        from infra.bundle import KINDS, build, bundle_path
         from infra.settings import ENVIRONMENTS_CONTEXT_KEY
 
         arch = host_architecture()
-        bundle = bundle_path(arch)  # type: ignore[arg-type]
-        if _stale(bundle):
-            self.progress(f"building the serving bundle for {arch}")
-            build(arch)  # type: ignore[arg-type]
+        for kind in KINDS:
+            if _stale(bundle_path(arch, kind=kind)):  # type: ignore[arg-type]
+                self.progress(f"building the {kind} bundle for {arch}")
+                build(arch, kind=kind)  # type: ignore[arg-type]
         context = cdk_json_context()
         environments = json.loads(json.dumps(context[ENVIRONMENTS_CONTEXT_KEY]))
         if self.stage not in environments:

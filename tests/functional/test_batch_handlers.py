@@ -3,6 +3,7 @@ plan, then each map's items, then finalize; the run's model version is fixed at 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,20 @@ def handlers(
     h._model.cache_clear()
 
 
+def _run_maps(h: Any, s3: Any, planned: dict[str, Any]) -> int:
+    """Each Distributed Map as Step Functions runs it: items read from the plan's S3 keys,
+    one ``chunk`` invocation per item, in stage order; the rows the customer stage scored."""
+    scored = 0
+    for stage in ("partition", "terminal", "customer"):
+        body = s3.get_object(Bucket=BUCKET, Key=planned["items"][stage])["Body"].read()
+        items = json.loads(body)
+        assert len(items) == planned["counts"][stage]
+        for item in items:
+            result = h.chunk({"stage": stage, "item": item}, Context())
+            scored += result["rows"] if stage == "customer" else 0
+    return scored
+
+
 def test_handlers_run_a_day_with_the_version_resolved_at_plan(
     handlers: tuple[Any, list[str]], clients: tuple[Any, Any]
 ) -> None:
@@ -60,11 +75,7 @@ def test_handlers_run_a_day_with_the_version_resolved_at_plan(
     # when the state machine's steps run, with a promote between plan and the chunks
     planned = h.plan({"date": DAY.isoformat()}, Context())
     registry.promote("fraud", versions[1], "champion")
-    for item in planned["partition_items"]:
-        assert h.partition(item, Context())["rows"] > 0
-    for item in planned["terminal_items"]:
-        h.terminal_chunk(item, Context())
-    scored = sum(h.customer_chunk(item, Context())["rows"] for item in planned["customer_items"])
+    scored = _run_maps(h, s3, planned)
     final = h.finalize({"run_id": planned["run_id"]}, Context())
 
     # then every prediction is the planned version's, and the totals agree
@@ -73,24 +84,40 @@ def test_handlers_run_a_day_with_the_version_resolved_at_plan(
     assert set(predictions.column("MODEL_VERSION").to_pylist()) == {versions[0]}
     assert final["rows"] == scored == predictions.num_rows > 0
     assert dynamodb.scan(TableName=SCORES)["Count"] > 0
+    manifest = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=f"batch/runs/{planned['run_id']}/manifest.json")[
+            "Body"
+        ].read()
+    )
+    timings = manifest["timings_seconds"]
+    assert timings["customer"]["rows"] == scored
+    assert timings["partition"]["tasks"] == planned["counts"]["partition"]
 
 
 def test_plan_refuses_a_bad_date_naming_it(handlers: tuple[Any, list[str]]) -> None:
     h, _ = handlers
     with pytest.raises(ValueError, match="date: expected YYYY-MM-DD"):
         h.plan({"date": "10/08/2018"}, Context())
+    with pytest.raises(ValueError, match="date: missing"):
+        h.plan({}, Context())
+
+
+def test_a_scheduled_run_scores_the_day_before_in_the_schedules_time_zone(
+    handlers: tuple[Any, list[str]],
+) -> None:
+    h, _ = handlers
+    # 2018-05-16 00:30 in Paris is still the 15th in UTC: the day before is the 15th in Paris
+    event = {"scheduled_time": "2018-05-15T22:30:00Z", "timezone": "Europe/Paris"}
+    assert h.plan(event, Context())["day"] == DAY.isoformat()
+    event = {"scheduled_time": "2018-05-16T22:30:00Z", "timezone": "UTC"}
+    assert h.plan(event, Context())["day"] == DAY.isoformat()
 
 
 def test_a_backfill_writes_no_latest_scores(
     handlers: tuple[Any, list[str]], clients: tuple[Any, Any]
 ) -> None:
     h, _ = handlers
-    _, dynamodb = clients
+    s3, dynamodb = clients
     planned = h.plan({"date": DAY.isoformat(), "backfill": True}, Context())
-    for item in planned["partition_items"]:
-        h.partition(item, Context())
-    for item in planned["terminal_items"]:
-        h.terminal_chunk(item, Context())
-    for item in planned["customer_items"]:
-        h.customer_chunk({**item, "backfill": True}, Context())
+    assert _run_maps(h, s3, planned) > 0
     assert dynamodb.scan(TableName=SCORES)["Count"] == 0
