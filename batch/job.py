@@ -179,6 +179,14 @@ def record_chunk(
     )
 
 
+def backfill_part_key(config: JobConfig, run: Plan, bucket: int) -> str:
+    """A backfill chunk's feature-table part (transactions, labels and model inputs)."""
+    return (
+        f"{config.prefix}/features/date={run.day.isoformat()}/run={run.run_id}/"
+        + PART_FILE_TEMPLATE.format(chunk=bucket)
+    )
+
+
 def quarantine_key(config: JobConfig, key: str) -> str:
     return f"{config.prefix}/quarantine/{key}"
 
@@ -295,6 +303,11 @@ def customer_chunk(
         }
     )
     write_part(s3, config.bucket, key, table)
+    if run.backfill:  # the point-in-time feature table `rtml batch backfill --out` collects
+        from models.features.table import feature_table
+
+        write_part(s3, config.bucket, backfill_part_key(config, run, bucket),
+                   feature_table(day_rows, features))  # fmt: skip
     if config.scores_table and dynamodb is not None and not run.backfill:
         _write_latest(dynamodb, config.scores_table, table, run)
     return int(table.num_rows)

@@ -23,8 +23,21 @@ REASONS: Final[dict[str, str]] = {
         " it (infra/bundle.py); moving runtime is a deliberate change of the lock and bundle."
     ),
     "AwsSolutions-IAM5[Resource::*]": (
-        "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level"
-        " permissions (CDK adds them for active tracing); every other statement is scoped."
+        "X-Ray's PutTraceSegments and PutTelemetryRecords, and the CloudWatch Logs delivery"
+        " actions a state machine's logging needs, support no resource-level permissions (CDK"
+        " adds them for active tracing and logging); every other statement is scoped."
+    ),
+    "AwsSolutions-IAM5[Resource::<Function.Arn>:*]": (
+        "Step Functions' Lambda task may invoke the function's versions and aliases"
+        " (function ARN plus ':*'); it is still the one function."
+    ),
+    "AwsSolutions-IAM5[Resource::<Bucket.Arn>/*]": (
+        "A Distributed Map's S3 item reader reads the item file whose key the plan task"
+        " puts in the state; CDK scopes it to the bucket, the key is only known at run time."
+    ),
+    "AwsSolutions-IAM5[Resource::<StateMachine execution>:*]": (
+        "The Distributed Map's own policy: describe, stop and redrive the state machine's"
+        " child executions, whose ARNs end in their generated names."
     ),
     "AwsSolutions-IAM5[Resource::<Bucket.Arn>/<prefix>/*]": (
         "Object actions on the keys under one prefix of one bucket (the registry, the archive):"
@@ -60,6 +73,43 @@ def acknowledge(construct: IConstruct, *rule_ids: str) -> None:
         cdk.Validations.of(construct).acknowledge(
             cdk.Acknowledgment(id=rule_id, reason=REASONS[rule_id])
         )
+
+
+def _logical_id(element: IConstruct) -> str:
+    resource = element.node.default_child
+    assert isinstance(resource, cdk.CfnElement)
+    stack = cdk.Stack.of(element)
+    return str(stack.resolve(stack.get_logical_id(resource)))
+
+
+def acknowledge_function_versions(construct: IConstruct, function: IConstruct) -> None:
+    """Acknowledge the ``<function ARN>:*`` an invoke grant adds (versions and aliases)."""
+    reason = REASONS["AwsSolutions-IAM5[Resource::<Function.Arn>:*]"]
+    rule = f"AwsSolutions-IAM5[Resource::<{_logical_id(function)}.Arn>:*]"
+    cdk.Validations.of(construct).acknowledge(cdk.Acknowledgment(id=rule, reason=reason))
+
+
+def acknowledge_bucket_objects(construct: IConstruct, bucket: s3.IBucket) -> None:
+    """Acknowledge an object grant on a whole bucket (an item reader's)."""
+    reason = REASONS["AwsSolutions-IAM5[Resource::<Bucket.Arn>/*]"]
+    rule = f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::<{_logical_id(bucket)}>/*]"
+    cdk.Validations.of(construct).acknowledge(cdk.Acknowledgment(id=rule, reason=reason))
+
+
+def acknowledge_child_executions(
+    construct: IConstruct, machine: IConstruct, labels: list[str]
+) -> None:
+    """Acknowledge a Distributed Map's grants on its child executions (one ARN pattern per
+    map label, plus the machine's own executions), as CDK writes them."""
+    reason = REASONS["AwsSolutions-IAM5[Resource::<StateMachine execution>:*]"]
+    region = cdk.Stack.of(machine).region
+    name = '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + _logical_id(machine) + '"}]}]}'
+    for suffix in ["", *(f"/{label}" for label in labels)]:
+        rule = (
+            f"AwsSolutions-IAM5[Resource::arn:aws:states:{region}:<AWS::AccountId>:execution:"
+            f"{name}{suffix}:*]"
+        )
+        cdk.Validations.of(construct).acknowledge(cdk.Acknowledgment(id=rule, reason=reason))
 
 
 def acknowledge_object_prefix(construct: IConstruct, bucket: s3.IBucket, prefix: str) -> None:

@@ -896,6 +896,152 @@ def _run_api_predict(args: argparse.Namespace) -> None:
     print(f"{len(rows_out)} transactions scored in one call, {elapsed_ms:.0f} ms")
 
 
+# --- batch ------------------------------------------------------------------------------
+
+
+def _add_batch(sub: Any) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="run the batch scoring state machine (the local stack's, or any by --state-machine)",
+        description=(
+            "run: start the deployed state machine for a day and follow it with a progress "
+            "bar; prints the run's manifest; exit code 1 if the run fails. backfill: the same "
+            "machine for each day of a range, writing a point-in-time feature table; --out "
+            "collects it as a dataset `rtml train --data` reads. status: a run's manifest (run "
+            "id) or an execution's state (ARN). Defaults come from the running local stack."
+        ),
+    )
+    verbs = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--state-machine", default=None, help="ARN (default: the local stack's)")
+    common.add_argument("--bucket", default=None, help="data bucket (default: the local stack's)")
+    common.add_argument("--prefix", default=None, help="the job's key prefix (default: batch)")
+    common.add_argument("--root", type=Path, default=Path(".rtml"))
+    common.add_argument("--json", action="store_true")
+    run = verbs.add_parser("run", parents=[common], help="score one day")
+    run.add_argument("--date", type=_iso_date, required=True, help="the day to score")
+    run.add_argument("--model-version", default=None, help="default: the champion at plan")
+    run.add_argument("--no-follow", action="store_true", help="start it and print its ARN")
+    run.set_defaults(func=_run_batch_run)
+    backfill = verbs.add_parser("backfill", parents=[common], help="a point-in-time feature table")
+    backfill.add_argument("--from", dest="start", type=_iso_date, required=True)
+    backfill.add_argument("--to", dest="end", type=_iso_date, required=True, help="inclusive")
+    backfill.add_argument("--out", type=Path, default=None, help="write the table here")
+    backfill.set_defaults(func=_run_batch_backfill)
+    status = verbs.add_parser("status", parents=[common], help="a run's manifest or state")
+    status.add_argument("run", help="a run id (<date>-<version>) or an execution ARN")
+    status.set_defaults(func=_run_batch_status)
+
+
+def _batch_target(args: argparse.Namespace) -> tuple[Any, Any, str, Any]:
+    """(states client, s3 client, state machine ARN, job config) from flags or local.json."""
+    from batch.job import JobConfig
+
+    if args.state_machine:
+        import boto3
+
+        if not args.bucket:
+            raise ValueError("--bucket: required with --state-machine")
+        states, s3 = boto3.client("stepfunctions"), boto3.client("s3")
+        arn, bucket, prefix = args.state_machine, args.bucket, args.prefix or "batch"
+    else:
+        from infra.local.stack import local_client as _client
+        from infra.local.stack import read_state
+
+        info = read_state(args.root)
+        if not info.get("batch_state_machine"):
+            raise ValueError("the local stack has no batch state machine: `rtml local up` again")
+        states, s3 = _client(info, "stepfunctions"), _client(info, "s3")
+        arn, bucket = info["batch_state_machine"], args.bucket or info["data_bucket"]
+        prefix = args.prefix or info.get("batch_prefix") or "batch"
+    return states, s3, arn, JobConfig(bucket=bucket, prefix=prefix)
+
+
+def _follow_run(args: argparse.Namespace, states: Any, s3: Any, config: Any, arn: str) -> Any:
+    from batch.executions import follow
+
+    with _progress(None, "batch run") as bar:
+
+        def show(progress: Any) -> None:
+            if progress.total and bar.total != progress.total:
+                bar.total = progress.total
+            bar.n = progress.done
+            bar.set_postfix_str(progress.status.lower(), refresh=True)
+
+        return follow(states, s3, config, arn, on_progress=show)
+
+
+def _run_batch_run(args: argparse.Namespace) -> None:
+    from batch.executions import start_run
+
+    states, s3, machine, config = _batch_target(args)
+    arn = start_run(states, machine, args.date, model_version=args.model_version)
+    log.info("started %s", arn)
+    if args.no_follow:
+        _emit({"execution_arn": arn}, args.json)
+        return
+    manifest = _follow_run(args, states, s3, config, arn)
+    _emit({"execution_arn": arn, **manifest}, args.json)
+
+
+def _run_batch_backfill(args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    from batch.executions import start_run
+
+    if args.end < args.start:
+        raise ValueError(f"--to {args.end} is before --from {args.start}")
+    states, s3, machine, config = _batch_target(args)
+    runs = []
+    day = args.start
+    while day <= args.end:
+        arn = start_run(states, machine, day, backfill=True)
+        manifest = _follow_run(args, states, s3, config, arn)
+        runs.append({"day": day.isoformat(), "run_id": manifest["run_id"],
+                     "rows": manifest["outputs"]["rows"]})  # fmt: skip
+        day += timedelta(days=1)
+    result: dict[str, Any] = {"runs": runs, "rows": sum(r["rows"] for r in runs)}
+    if args.out:
+        result["files"] = _collect_backfill(s3, config, runs, args.out)
+        result["out"] = str(args.out)
+    _emit(result, args.json)
+
+
+def _collect_backfill(s3: Any, config: Any, runs: list[dict[str, Any]], out: Path) -> int:
+    """The runs' feature-table parts as one local dataset (day partitions, time order)."""
+    import pyarrow as pa
+
+    from models import datasets
+    from models.features import table as feature_table
+    from models.s3_datasets import list_objects, read_table
+
+    tables = []
+    for run in runs:
+        prefix = f"{config.prefix}/features/date={run['day']}/run={run['run_id']}/"
+        tables += [read_table(s3, config.bucket, key) for key, _ in
+                   list_objects(s3, config.bucket, prefix)]  # fmt: skip
+    if not tables:
+        raise ValueError("the backfill wrote no rows: nothing to collect")
+    table = pa.concat_tables(tables).sort_by([("TX_DATETIME", "ascending"),
+                                              ("TRANSACTION_ID", "ascending")])  # fmt: skip
+    summary = feature_table.FeatureTableSummary(
+        engine="batch-backfill",
+        source=f"s3://{config.bucket}/{config.prefix}/features/",
+        n_rows=table.num_rows,
+        features=[n for n, _ in feature_table.feature_columns()],
+        seconds=0.0,
+        counters={},
+    )
+    return datasets.write_dataset(table, out, summary)
+
+
+def _run_batch_status(args: argparse.Namespace) -> None:
+    from batch.executions import status
+
+    states, s3, _, config = _batch_target(args)
+    _emit(status(states, s3, config, args.run), args.json)
+
+
 # --- entry point ------------------------------------------------------------------------
 
 COMMANDS: tuple[Callable[[Any], None], ...] = (
@@ -906,6 +1052,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_local,
     _add_stream,
     _add_api,
+    _add_batch,
 )
 
 

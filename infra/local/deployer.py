@@ -58,6 +58,13 @@ LOCAL_DIFFERENCES: Final[dict[str, str]] = {
         "created in moto, which never fires it: `rtml local tick [--at TIME]` fires the due"
         " ones (Lambda and Step Functions targets); no flexible windows or retries"
     ),
+    "AWS::StepFunctions::StateMachine": (
+        "the synthesized definition, executed by moto's engine with Lambda tasks in rtml's"
+        " execution environments; Distributed Map items run as threads of the parent"
+        " execution (no child execution ARNs), and a Map Run fails past its tolerated"
+        " failures by rtml's patch (moto ignores them); no RedriveExecution (rerun instead);"
+        " logging and tracing configuration recorded only; retry intervals really elapse"
+    ),
     "Tags": "recorded in the deployment, not applied to resources",
     "DeletionPolicy": "moot: the local stack keeps nothing across restarts",
 }
@@ -714,3 +721,4 @@ def publish_file_assets(assets_manifest: Path, resolve: Resolver, s3: Any) -> li
 # registers them.
 from infra.local import apigateway as _apigateway  # noqa: E402, F401
 from infra.local import schedules as _schedules  # noqa: E402, F401
+from infra.local import stepfunctions as _stepfunctions  # noqa: E402, F401

@@ -31,6 +31,10 @@ class InvokeError(RuntimeError):
     """The function could not be invoked at all (throttled, or its environment died)."""
 
 
+class ThrottledError(InvokeError):
+    """Every execution environment the function may have is busy (Lambda's 429)."""
+
+
 @dataclass
 class Invocation:
     """What an invocation returned: a result, or Lambda's error shape."""
@@ -202,7 +206,7 @@ class LocalLambda:
                     environment = candidate
                     break
             if environment is None and function.busy >= limit:
-                raise InvokeError(f"{name}: throttled ({limit} concurrent executions)")
+                raise ThrottledError(f"{name}: throttled ({limit} concurrent executions)")
             function.busy += 1
             if environment is None:
                 function.started += 1

@@ -100,6 +100,19 @@ def due(expression: str, at: datetime, timezone: str | None = None) -> bool:
     raise TemplateError(f"schedule expression not supported locally: {expression}")
 
 
+def _context_attributes(payload: str, at: datetime, schedule: dict[str, Any]) -> str:
+    """EventBridge Scheduler's context attributes in a target's input, as AWS fills them."""
+    values = {
+        "<aws.scheduler.scheduled-time>": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "<aws.scheduler.schedule-arn>": str(schedule.get("Arn", "")),
+        "<aws.scheduler.execution-id>": uuid.uuid4().hex,
+        "<aws.scheduler.attempt-number>": "1",
+    }
+    for name, value in values.items():
+        payload = payload.replace(name, value)
+    return payload
+
+
 def tick(
     scheduler: Any,
     at: datetime,
@@ -120,7 +133,7 @@ def tick(
                                     schedule.get("ScheduleExpressionTimezone")):  # fmt: skip
             continue
         target = schedule["Target"]
-        payload = target.get("Input", "{}")
+        payload = _context_attributes(target.get("Input", "{}"), at, schedule)
         arn = target["Arn"]
         if ":lambda:" in arn and ":function:" in arn:
             result = invoke(arn.split(":function:")[1].split(":")[0], payload)

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from infra.local.deployer import Deployer, publish_file_assets
 from infra.local.kinesis import KinesisPoller, Mapping
-from infra.local.runtime import FunctionConfig, LocalLambda
+from infra.local.runtime import FunctionConfig, LocalLambda, ThrottledError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ OUTPUT_KEYS: Final = {
     "ApiUrl": "api_url",
     "ApiFunction": "api_function",
     "LatestScoresTable": "latest_scores_table",
-    "StateMachineArn": "state_machine_arn",
+    "BatchStateMachine": "batch_state_machine",
+    "BatchPrefix": "batch_prefix",
 }
 """Stack outputs and their names in local.json (the last ones once those paths exist)."""
 
@@ -125,10 +126,14 @@ class LocalStack:
         self.server.start()
         _configure_moto(self.endpoint_url)
         self._hook_lambda()
+        from infra.local.stepfunctions import enforce_tolerated_failures
+
+        enforce_tolerated_failures()
 
     def _hook_lambda(self) -> None:
         """moto's Lambda invoke (``aws lambda invoke``, Step Functions tasks) runs our
         execution environments, never Docker (moto 5.2.x's private hook; pinned, tested)."""
+        from moto.awslambda.exceptions import LambdaClientError
         from moto.awslambda.models import LambdaFunction
 
         stack = self
@@ -136,7 +141,12 @@ class LocalStack:
         def invoke(function: Any, event: Any = None) -> tuple[str, bool, str]:
             assert stack.lambdas is not None
             payload = json.loads(event) if isinstance(event, str | bytes) and event else event
-            result = stack.lambdas.invoke(function.function_name, payload or {})
+            try:
+                result = stack.lambdas.invoke(function.function_name, payload or {})
+            except ThrottledError as error:  # Lambda's 429, which callers (and Retry) expect
+                throttled = LambdaClientError("TooManyRequestsException", str(error))
+                throttled.code = 429
+                raise throttled from None
             if result.error is not None:
                 return json.dumps(result.error), True, ""
             return json.dumps(result.result), False, ""

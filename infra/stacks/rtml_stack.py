@@ -9,6 +9,7 @@ from constructs import Construct
 
 from infra.constructs.alarm_topic import AlarmTopic
 from infra.constructs.artifacts_bucket import ArtifactsBucket
+from infra.constructs.batch_scoring import BatchScoring
 from infra.constructs.data_bucket import DataBucket
 from infra.constructs.feature_state_table import FeatureStateTable
 from infra.constructs.latest_scores_table import LatestScoresTable
@@ -45,6 +46,9 @@ class RtmlStack(cdk.Stack):
 
     predict_api: PredictApi
     """The on-demand path (REST API)."""
+
+    batch: BatchScoring
+    """The scheduled batch job (Step Functions)."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, settings: EnvSettings, **kwargs: Any
@@ -84,6 +88,15 @@ class RtmlStack(cdk.Stack):
             registry_bucket=self.artifacts.bucket,
             alarm_topic=self.alarm_topic.topic,
         )
+        self.batch = BatchScoring(
+            self,
+            "Batch",
+            settings=settings,
+            data_bucket=self.data.bucket,
+            registry_bucket=self.artifacts.bucket,
+            latest_scores=self.latest_scores.table,
+            alarm_topic=self.alarm_topic.topic,
+        )
         outputs = {
             "ArtifactsBucket": self.artifacts.bucket.bucket_name,
             "DataBucket": self.data.bucket.bucket_name,
@@ -99,6 +112,8 @@ class RtmlStack(cdk.Stack):
             "LatestScoresTable": self.latest_scores.table.table_name,
             "ApiUrl": self.predict_api.api.url,
             "ApiFunction": self.predict_api.function.function.function_name,
+            "BatchStateMachine": self.batch.state_machine.state_machine_arn,
+            "BatchPrefix": settings.batch.prefix,
         }
         if self.predict_api.key is not None:  # the id only: the value never leaves API Gateway
             outputs["ApiKeyId"] = self.predict_api.key.key_id

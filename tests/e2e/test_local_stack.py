@@ -6,44 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from infra.local.stack import STATE_FILE, LocalStack
-from models.contracts import DEFAULT_MODEL_NAME
-from models.registry import open_registry
-from tests.unit.test_scorer import save
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    root = tmp_path_factory.mktemp("rtml-local")
-    local = LocalStack(
-        root=root, port=_free_port(), api_port=_free_port(), progress=lambda message: None
-    )
-    try:
-        local.up()
-        artifact = tmp_path_factory.mktemp("model")
-        save(artifact, "logistic_regression", seed=1, name=DEFAULT_MODEL_NAME)
-        registry = open_registry(local.info["registry"], s3_client=local.client("s3"))
-        registry.promote(DEFAULT_MODEL_NAME, registry.push(artifact).version, "champion")
-        yield local
-    finally:
-        local.down()
 
 
 def _record(tx: int, customer: int, minute: int, amount: float = 20.0) -> dict[str, Any]:
