@@ -73,7 +73,7 @@ DEMO_DATE ?= 2018-08-10
 SIM_ARGS_book :=
 SIM_ARGS_small := --customers 500 --terminals 1000
 
-demo: $(BIN)/.installed  ## simulate, features, train, then a day through Kinesis on the local stack
+demo: $(BIN)/.installed  ## simulate, features, train, then a day through Kinesis, the API and the batch job on the local stack
 	$(BIN)/rtml simulate $(SIM_ARGS_$(DEMO_SCALE)) --out $(DATA)/simulated
 	$(BIN)/rtml features --in $(DATA)/simulated --out $(DATA)/features
 	$(BIN)/rtml train --data $(DATA)/features --model xgboost --out $(DATA)/artifacts/xgboost

@@ -75,7 +75,9 @@ LINEAR_ROWS: Final = 65_536
 """Rows per block of the linear model (a few column operations per block)."""
 GROUP_MAX_BYTES: Final = 4 << 20
 """Features share a bitvector table (rows: the product of theirs, 8 bytes per tree) while it
-stays this small: one pass over the rows' masks instead of several (~10% faster a merge)."""
+stays this small: one pass over the masks instead of several. The baseline XGBoost model's
+15 features then take 8 passes (7 MB of tables), ~30% faster than 15 passes; larger tables
+gained nothing more (16 MB: 7 passes)."""
 
 
 class BatchScorer(Protocol):
@@ -378,7 +380,8 @@ class BitvectorTreeScorer(_TreeBlocked):
             end = min(start + SUB_ROWS, n)
             m, o = masks[: end - start], other[: end - start]
             for g, (_, table) in enumerate(self._groups):
-                # mode="clip": no bounds check and, above all, no buffered copy of ``out``
+                # mode="clip": "raise" buffers ``out`` (numpy's docs), ~3x slower; ranks
+                # are in range by construction
                 if g == 0:
                     np.take(table, ranks[g][start:end], axis=0, out=m, mode="clip")
                 else:

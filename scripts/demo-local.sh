@@ -40,6 +40,25 @@ echo "== the API: a sample of the next day's transactions scored on demand (half
 NEXT=$("$PY" -c "from datetime import date, timedelta; print(date.fromisoformat('$DAY') + timedelta(days=1))")
 "$RTML" api predict --in "$DATA/simulated" --date "$NEXT" --sample 12
 
+WEEK_BEFORE=$("$PY" -c "from datetime import date, timedelta; print(date.fromisoformat('$DAY') - timedelta(days=7))")
+echo "== batch: the deployed Step Functions machine scores $WEEK_BEFORE, then $DAY (whose run"
+echo "   also evaluates $WEEK_BEFORE, whose labels are known a week later)"
+"$RTML" batch run --date "$WEEK_BEFORE" --json > /dev/null
+"$RTML" batch run --date "$DAY" --json > .rtml/batch-manifest.json
+"$PY" - <<'PY'
+import json
+m = json.load(open(".rtml/batch-manifest.json"))
+t = m["timings_seconds"]
+print(f"run {m['run_id']}: {m['outputs']['rows']} rows scored, {m['high_risk']} high risk,"
+      f" max PSI {m['max_psi']:.3f}, drift alarms {m['drift_alarms'] or 'none'}")
+print("tasks per stage: " + ", ".join(f"{k} {v['tasks']} ({v['seconds']:.1f} s)"
+                                      for k, v in t.items() if isinstance(v, dict)))
+if m["labelled_day"]:
+    d = m["labelled_day"]
+    print(f"labelled day {d['day']}: AUC {d['auc_roc']:.3f} AP {d['average_precision']:.3f}"
+          f" CP@100 {d['card_precision_at_100']:.3f}")
+PY
+
 echo "== report (waits until the day is scored)"
 "$RTML" local report --in "$DATA/simulated" --date "$DAY" --out .rtml/report.html
 echo "logs: .rtml/logs/   report: .rtml/report.html"

@@ -128,3 +128,41 @@ def test_a_day_without_data_is_an_empty_valid_run(
     assert result.manifest["outputs"]["rows"] == 0
     assert result.drift == {}
     assert datetime.fromisoformat(result.manifest["finished_at"])
+
+
+def test_a_throttled_latest_scores_write_retries_only_the_unprocessed_items(
+    clients: tuple[Any, Any], model: LoadedModel
+) -> None:
+    from batch.job import Plan, _write_latest
+
+    _, dynamodb = clients
+    calls: list[list[int]] = []
+
+    class Throttling:
+        """DynamoDB that leaves the second half of the first batch unprocessed."""
+
+        def batch_write_item(self, **kwargs: Any) -> dict[str, Any]:
+            requests = kwargs["RequestItems"][SCORES]
+            calls.append([int(r["PutRequest"]["Item"]["customer_id"]["N"]) for r in requests])
+            if len(calls) == 1:
+                half = len(requests) // 2
+                dynamodb.batch_write_item(RequestItems={SCORES: requests[:half]})
+                return {"UnprocessedItems": {SCORES: requests[half:]}}
+            response: dict[str, Any] = dynamodb.batch_write_item(**kwargs)
+            return response
+
+    stamps = [datetime(2018, 5, 15, 10, k) for k in range(30)]
+    table = pa.table({
+        "TRANSACTION_ID": list(range(30)), "CUSTOMER_ID": list(range(30)),
+        "TX_DATETIME": stamps, "SCORE": [k / 30 for k in range(30)],
+    })  # fmt: skip
+    run = Plan(run_id="r", day=DAY, model_name="m", model_version="v", customer_buckets=1,
+               terminal_buckets=1, history_bytes=0, partition_items=[], terminal_items=[],
+               customer_items=[])  # fmt: skip
+    _write_latest(Throttling(), SCORES, table, run)
+
+    # then the first 25 went in one call, its unprocessed half was retried alone, then the rest
+    assert calls[0] == list(range(25))
+    assert calls[1] == list(range(12, 25))
+    assert calls[2] == list(range(25, 30))
+    assert dynamodb.scan(TableName=SCORES)["Count"] == 30

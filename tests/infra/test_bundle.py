@@ -1,4 +1,5 @@
-"""The serving bundle: reproducible, within its budget, self-sufficient and light.
+"""The Lambda bundles: reproducible, within their budgets, self-sufficient, and (serving)
+light.
 
 A bundle for this machine's architecture is built here (pip, from the wheel cache or the
 index): the arm64 one cannot be imported on x86_64, and the contents are the same.
@@ -16,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from infra.bundle import (
+    BATCH_FORBIDDEN,
     FORBIDDEN,
+    LAMBDA_UNZIPPED_LIMIT,
     Architecture,
     Bundle,
     BundleError,
@@ -66,7 +69,7 @@ def test_bundle_builder_refuses_heavy_libraries(tmp_path: Path) -> None:
 
     # when / then
     with pytest.raises(BundleError, match="numpy"):
-        _check_contents(tmp_path)
+        _check_contents(tmp_path, "serving")
 
 
 def test_built_bundles_are_within_their_budget(settings: dict[str, EnvSettings]) -> None:
@@ -84,6 +87,17 @@ def test_built_bundles_are_within_their_budget(settings: dict[str, EnvSettings])
         with zipfile.ZipFile(path) as archive:
             top = {n.split("/")[0] for n in archive.namelist()}
         assert not top & set(FORBIDDEN)
+        # and the batch bundle (numpy, pyarrow) fits its budget and Lambda's 250 MB
+        batch_path = bundle_path(env.functions.architecture, kind="batch")
+        assert batch_path.is_file(), f"{batch_path} missing: run `make bundle`"
+        batch = describe(batch_path, env.functions.architecture, "batch")
+        assert batch.unzipped_bytes <= min(
+            env.batch.bundle_budget_mb * 1_000_000, LAMBDA_UNZIPPED_LIMIT
+        ), f"{name}: batch bundle {batch.unzipped_bytes / 1e6:.1f} MB unzipped"
+        with zipfile.ZipFile(batch_path) as archive:
+            top = {n.split("/")[0] for n in archive.namelist()}
+        assert {"numpy", "pyarrow"} <= top
+        assert not top & set(BATCH_FORBIDDEN)
 
 
 def test_stream_handler_starts_from_the_bundle_alone(host_bundle: Bundle, tmp_path: Path) -> None:
@@ -136,3 +150,35 @@ print(json.dumps({{"heavy": heavy, "outside": outside, "cached": handler.__cache
     assert report["heavy"] == []
     assert report["outside"] == []
     assert Path(report["cached"]).is_file()
+
+
+def test_batch_handlers_start_from_the_batch_bundle_alone(tmp_path: Path) -> None:
+    """The pruned batch bundle (no Flight, no pyarrow filesystems, no tests) still reads and
+    writes Parquet and imports every batch task handler, with no site-packages."""
+    bundle = build(HOST, build_dir=tmp_path / "build", kind="batch")
+    task = tmp_path / "task"
+    with zipfile.ZipFile(bundle.path) as archive:
+        archive.extractall(task)
+    code = f"""
+import io, json, sys
+sys.path.insert(0, {str(task)!r})
+import numpy as np, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc
+import batch.handlers, batch.job, batch.chunks, batch.executions, models.monitoring
+buffer = io.BytesIO()
+pq.write_table(pa.table({{"a": np.arange(10)}}), buffer, compression="zstd")
+rows = pq.read_table(io.BytesIO(buffer.getvalue())).num_rows
+outside = sorted(
+    name for name, module in sys.modules.items()
+    if getattr(module, "__file__", None) and name.split(".")[0] in ("numpy", "pyarrow", "batch")
+    and not module.__file__.startswith({str(task)!r})
+)
+heavy = [m for m in {BATCH_FORBIDDEN!r} if m in sys.modules]
+print(json.dumps({{"rows": rows, "outside": outside, "heavy": heavy}}))
+"""
+    env = {"AWS_DEFAULT_REGION": "eu-west-1", "POWERTOOLS_TRACE_DISABLED": "true"}
+    result = subprocess.run([sys.executable, "-S", "-s", "-E", "-c", code], capture_output=True,
+                            text=True, env=env, check=False, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"rows": 10, "outside": [], "heavy": []}
+    assert bundle.unzipped_bytes <= LAMBDA_UNZIPPED_LIMIT
