@@ -241,16 +241,31 @@ def _bucket_history(
     )
 
 
+def _terminal_prefix(config: JobConfig, run: Plan, customer_bucket: int) -> str:
+    return _run_key(config, run.run_id, f"terminal/cb={customer_bucket}/")
+
+
 def terminal_chunk(s3: Any, config: JobConfig, run: Plan, bucket: int) -> int:
-    """The terminal features of the day's rows of one terminal bucket; rows written."""
+    """The terminal features of the day's rows of one terminal bucket, written split by the
+    rows' *customer* bucket, so each customer chunk reads only its own rows' terminal
+    features (bytes per chunk: the day's volume / the buckets); rows written."""
     _, terminals = _entities()
     history = _bucket_history(
         s3, config, terminals, buckets=run.terminal_buckets, bucket=bucket, day=run.day
     )
     start = _day_start(run.day)
     features = entity_stage(history, terminals, start, start + SECONDS_PER_DAY)
-    key = _run_key(config, run.run_id, "terminal/" + PART_FILE_TEMPLATE.format(chunk=bucket))
-    write_part(s3, config.bucket, key, features)
+    day_rows = rows_of_day(history, start)
+    if not features.column("TRANSACTION_ID").equals(day_rows.column("TRANSACTION_ID")):
+        raise AssertionError("terminal stage rows are not the day's rows in order")
+    features = features.append_column("CUSTOMER_ID", day_rows.column("CUSTOMER_ID"))
+    for customer_bucket, part in split_by_bucket(
+        features, "CUSTOMER_ID", run.customer_buckets
+    ).items():
+        key = _terminal_prefix(config, run, customer_bucket) + PART_FILE_TEMPLATE.format(
+            chunk=bucket
+        )
+        write_part(s3, config.bucket, key, part.drop_columns(["CUSTOMER_ID"]))
     return int(features.num_rows)
 
 
@@ -259,14 +274,23 @@ def _day_start(day: date) -> int:
 
 
 def customer_chunk(
-    s3: Any, config: JobConfig, run: Plan, bucket: int, *, model: Any, dynamodb: Any = None
+    s3: Any,
+    config: JobConfig,
+    run: Plan,
+    bucket: int,
+    *,
+    model: Any,
+    dynamodb: Any = None,
+    timings: dict[str, float] | None = None,
 ) -> int:
     """Score the day's rows of one customer bucket: features (customer stage + the terminal
-    stage's output), the run's model, predictions written as Parquet (and the latest score
-    per customer, when configured); the rows scored."""
+    stage's output for these rows), the run's model, predictions written as Parquet (and the
+    latest score per customer, when configured); the rows scored. ``timings`` gets the
+    seconds spent reading, computing features, scoring and writing."""
     import numpy as np
     import pyarrow as pa
 
+    clock = _Clock(timings)
     customers, _ = _entities()
     history = _bucket_history(
         s3, config, customers, buckets=run.customer_buckets, bucket=bucket, day=run.day
@@ -280,15 +304,18 @@ def customer_chunk(
     if day_rows.num_rows == 0:
         write_part(s3, config.bucket, key, _empty_predictions(model))
         return 0
-    customer_features = entity_stage(history, customers, start, start + SECONDS_PER_DAY)
-    terminal_keys = list_objects(s3, config.bucket, _run_key(config, run.run_id, "terminal/"))
+    terminal_keys = list_objects(s3, config.bucket, _terminal_prefix(config, run, bucket))
     terminal_features = pa.concat_tables(
         [read_table(s3, config.bucket, k) for k, _ in terminal_keys]
     )
+    clock.lap("read")
+    customer_features = entity_stage(history, customers, start, start + SECONDS_PER_DAY)
     features = assemble(day_rows, [customer_features, terminal_features])
     names = list(model.manifest.feature_names)
     rows = np.column_stack([features[n].astype(np.float64) for n in names])
-    scores = np.asarray(model.score_batch(rows.tolist()), dtype=np.float64)
+    clock.lap("features")
+    scores = score_rows(model, rows)
+    clock.lap("score")
     table = pa.table(
         {
             "TRANSACTION_ID": day_rows.column("TRANSACTION_ID"),
@@ -308,9 +335,46 @@ def customer_chunk(
 
         write_part(s3, config.bucket, backfill_part_key(config, run, bucket),
                    feature_table(day_rows, features))  # fmt: skip
+    clock.lap("write")
     if config.scores_table and dynamodb is not None and not run.backfill:
         _write_latest(dynamodb, config.scores_table, table, run)
+        clock.lap("latest_scores")
     return int(table.num_rows)
+
+
+class _Clock:
+    """Seconds per step into a dict (or nowhere)."""
+
+    def __init__(self, into: dict[str, float] | None) -> None:
+        self.into = into
+        self.last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        if self.into is not None:
+            self.into[step] = round(self.into.get(step, 0.0) + now - self.last, 4)
+        self.last = now
+
+
+def score_rows(model: Any, rows: Any) -> Any:
+    """The model's scores of a float64 matrix: the numpy batch scorer (the lean scorer's exact
+    results, vectorized), built once per model version."""
+    import numpy as np
+
+    scorer = _batch_scorer(model)
+    return np.asarray(scorer.score_matrix(rows), dtype=np.float64)
+
+
+_BATCH_SCORERS: dict[str, Any] = {}
+
+
+def _batch_scorer(model: Any) -> Any:
+    from models.batch_scorer import load_batch_scorer
+
+    key = f"{model.name}-{model.version}-{model.path}"
+    if key not in _BATCH_SCORERS:
+        _BATCH_SCORERS[key] = load_batch_scorer(model)
+    return _BATCH_SCORERS[key]
 
 
 def _empty_predictions(model: Any) -> Any:
@@ -367,6 +431,10 @@ class RunResult:
     drift: dict[str, Any]
 
 
+DAY_DETERMINED: Final = ("TX_DURING_WEEKEND",)
+"""Inputs with one value for every transaction of a day: a daily run's PSI of them measures
+the calendar, not drift (every weekday would alarm), so they are reported but never alarm."""
+
 LABEL_DELAY_DAYS: Final = 7
 """Labels of a day are known this many days later (the handbook's delay)."""
 
@@ -394,6 +462,9 @@ def _timings(s3: Any, config: JobConfig, run_id: str) -> dict[str, dict[str, flo
         entry["rows"] += figures.get("rows", 0)
         entry["seconds"] = round(entry["seconds"] + figures.get("seconds", 0.0), 3)
         entry["slowest"] = max(entry["slowest"], figures.get("seconds", 0.0))
+        for step, value in figures.items():
+            if step not in ("rows", "seconds"):
+                entry[step] = round(entry.get(step, 0.0) + value, 4)
     return found
 
 
@@ -445,6 +516,7 @@ def finalize(
             {n: predictions.column(n).to_numpy() for n in names},
             predictions.column("SCORE").to_numpy(),
             threshold=config.threshold,
+            not_alarmed=DAY_DETERMINED,
         )
         drift = report.model_dump(mode="json")
         max_psi = report.max_psi
@@ -512,6 +584,7 @@ def run_task(
     """One work item of a stage (what one Distributed Map iteration runs), recorded for the
     manifest's timings: {rows, seconds}."""
     started = time.perf_counter()
+    steps: dict[str, float] = {}
     if stage == "partition":
         rows = partition_day(s3, config, item["entity"], int(item["buckets"]),
                              date.fromisoformat(item["day"]))  # fmt: skip
@@ -519,13 +592,14 @@ def run_task(
     elif stage == "terminal":
         rows, name = terminal_chunk(s3, config, run, int(item["bucket"])), str(item["bucket"])
     elif stage == "customer":
-        rows = customer_chunk(s3, config, run, int(item["bucket"]), model=model, dynamodb=dynamodb)
+        rows = customer_chunk(s3, config, run, int(item["bucket"]), model=model,
+                              dynamodb=dynamodb, timings=steps)  # fmt: skip
         name = str(item["bucket"])
     else:
         raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
     seconds = round(time.perf_counter() - started, 3)
-    record_chunk(s3, config, run.run_id, stage, name, rows=rows, seconds=seconds)
-    return {"rows": rows, "seconds": seconds}
+    record_chunk(s3, config, run.run_id, stage, name, rows=rows, seconds=seconds, **steps)
+    return {"rows": rows, "seconds": seconds, **steps}
 
 
 def run_locally(

@@ -13,7 +13,7 @@ watch, above 0.2 an alarm.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Final, Literal
 
 import numpy as np
@@ -70,11 +70,15 @@ class DriftReport(BaseModel):
     threshold: float
     alarms: list[str] = Field(description="Inputs (or 'score') whose drift or missing rate alarms.")
     warnings: list[str]
+    not_alarmed: list[str] = Field(
+        default_factory=list, description="Inputs reported but not comparable: never alarm."
+    )
 
     @property
     def max_psi(self) -> float:
         """The largest PSI of any input or the score: the one figure an alarm watches."""
-        return max([self.score.psi, *(c.psi for c in self.features.values())])
+        judged = (c.psi for n, c in self.features.items() if n not in self.not_alarmed)
+        return max([self.score.psi, *judged])
 
 
 def observed_counts(
@@ -129,11 +133,14 @@ def drift_report(
     *,
     threshold: float = 0.5,
     thresholds: DriftThresholds | None = None,
+    not_alarmed: Collection[str] = (),
 ) -> DriftReport:
     """Drift of every model input the profile knows, and of the score.
 
     An input the profile has but ``features`` lacks is an error: a silently missing
-    input is exactly the failure this report exists to catch.
+    input is exactly the failure this report exists to catch. ``not_alarmed`` names inputs
+    that cannot be compared over this population (over one day, TX_DURING_WEEKEND is the
+    same for every row): reported, but they neither alarm nor count in ``max_psi``.
     """
     limits = thresholds or DriftThresholds()
     missing = sorted(set(profile.features) - set(features))
@@ -145,12 +152,13 @@ def drift_report(
     }
     score_values = np.asarray(scores, dtype=np.float64)
     score = column_drift(profile.score, score_values, limits)
+    judged = {n: d for n, d in per_feature.items() if n not in not_alarmed}
     alarms = [
         name
-        for name, d in per_feature.items()
+        for name, d in judged.items()
         if d.status == "alarm" or d.missing_rate > limits.missing_rate_alarm or d.constant
     ]
-    warnings = [n for n, d in per_feature.items() if d.status == "warn"]
+    warnings = [n for n, d in judged.items() if d.status == "warn"]
     if score.status == "alarm":
         alarms.append("score")
     elif score.status == "warn":
@@ -163,4 +171,5 @@ def drift_report(
         threshold=threshold,
         alarms=alarms,
         warnings=warnings,
+        not_alarmed=sorted(set(not_alarmed) & set(per_feature)),
     )

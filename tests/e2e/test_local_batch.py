@@ -174,6 +174,12 @@ def test_a_day_through_the_deployed_state_machine_equals_the_offline_table(
         int(i["customer_id"]["N"]) for i in latest
     }
 
+    # and `rtml batch status RUN` prints that manifest
+    from rtml import cli
+
+    assert cli.main(["batch", "status", manifest["run_id"], "--root", str(stack.root)]) == 0
+    assert cli.main(["batch", "status", "2000-01-01-nope", "--root", str(stack.root)]) == 1
+
     # when it runs again, then the same keys hold the same rows (a rerun overwrites)
     keys = _parts(stack, prefix)
     again = _run(stack, DAY)

@@ -86,3 +86,21 @@ def test_drift_report_refuses_a_missing_model_input() -> None:
 def test_thresholds_classify_psi() -> None:
     limits = DriftThresholds(warn=0.1, alarm=0.2)
     assert [limits.status(v) for v in (0.05, 0.15, 0.25)] == ["ok", "warn", "alarm"]
+
+
+def test_inputs_not_alarmed_are_reported_but_neither_alarm_nor_count_in_max_psi() -> None:
+    from models.monitoring import drift_report
+
+    x = [0.2] * 72 + [0.8] * 28
+    flag = _hist(np.array([0.0] * 72 + [1.0] * 28))
+    profile = ReferenceProfile(features={"TX_DURING_WEEKEND": flag, "X": _hist(np.array(x))},
+                               score=_hist(np.array(x)))  # fmt: skip
+    # a weekday: the weekend flag is 0 for every row (a huge PSI), X is as in the reference
+    report = drift_report(profile, {"TX_DURING_WEEKEND": [0.0] * 100, "X": x}, x,
+                          not_alarmed=("TX_DURING_WEEKEND",))  # fmt: skip
+    assert report.features["TX_DURING_WEEKEND"].psi > 1.0
+    assert report.alarms == [] and report.not_alarmed == ["TX_DURING_WEEKEND"]
+    assert report.max_psi < 0.01
+    # and without the exemption it alarms, as before
+    plain = drift_report(profile, {"TX_DURING_WEEKEND": [0.0] * 100, "X": x}, x)
+    assert "TX_DURING_WEEKEND" in plain.alarms and plain.max_psi > 1.0
