@@ -5,6 +5,7 @@ class; notifications; the run failing with the cause), the schedule, grants and 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ ENVS = ["dev", "prod"]
 HANDLERS = (PLAN_HANDLER, CHUNK_HANDLER, FINALIZE_HANDLER)
 
 
-def _function(template: Template, handler: str) -> tuple[str, dict[str, Any]]:
+def _function(template: Template, handler: str) -> tuple[str, Mapping[str, Any]]:
     found = template.find_resources("AWS::Lambda::Function", {"Properties": {"Handler": handler}})
     assert len(found) == 1, f"expected one {handler}, found {sorted(found)}"
     return next(iter(found.items()))
