@@ -109,9 +109,10 @@ def follow(
     *,
     on_progress: Callable[[Progress], None] = lambda _: None,
     interval: float = 0.5,
-    timeout: float = 3_600.0,
+    timeout: float = 6 * 3_600.0,
 ) -> dict[str, Any]:
-    """Wait for the run to end; its manifest, or :class:`RunFailedError` naming the cause."""
+    """Wait for the run to end (up to the state machine's own 6 h timeout); its manifest, or
+    :class:`RunFailedError` naming the cause."""
     progress = Progress()
     deadline = time.monotonic() + timeout
     while True:

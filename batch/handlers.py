@@ -8,10 +8,9 @@ version, so a promote mid-run cannot mix versions.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -80,7 +79,7 @@ def _model(version: str) -> Any:
 
 
 def _day(event: dict[str, Any]) -> date:
-    """The run's day: ``date``, or the day before the schedule's time in its time zone."""
+    """The run's day: ``date``, or the UTC day before the scheduled time's UTC date."""
     if event.get("date"):
         try:
             return date.fromisoformat(str(event["date"]))
@@ -89,26 +88,30 @@ def _day(event: dict[str, Any]) -> date:
     if event.get("scheduled_time"):
         try:
             at = datetime.fromisoformat(str(event["scheduled_time"]).replace("Z", "+00:00"))
-            local = at.astimezone(ZoneInfo(str(event.get("timezone") or "UTC")))
-        except (ValueError, KeyError) as exc:
-            raise ValueError(
-                f"scheduled_time/timezone: {event.get('scheduled_time')!r},"
-                f" {event.get('timezone')!r} ({exc})"
-            ) from None
-        return local.date() - timedelta(days=1)
+        except ValueError as exc:
+            raise ValueError(f"scheduled_time: {event.get('scheduled_time')!r} ({exc})") from None
+        # the data's days are UTC days: the last one complete at the scheduled instant (the
+        # schedule's time zone decides when it fires, not which day: Tokyo's 02:30 is still
+        # the previous UTC day, whose "yesterday" would be scored before it ended)
+        return at.astimezone(UTC).date() - timedelta(days=1)
     raise ValueError("date: missing (give date=YYYY-MM-DD, or scheduled_time)")
 
 
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
 def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Resolve the model version once and size the run; what the maps need (item keys)."""
+    """Resolve the model version once, take the run id's lock and size the run; what the
+    maps need (item keys). The state machine passes ``{"input": <execution input>,
+    "execution_arn": ...}``; a direct call may pass the input alone."""
     settings = _settings()
     s3, _, registry = _clients()
+    execution_arn = event.get("execution_arn")
+    event = dict(event.get("input") or event)
     version = event.get("model_version") or registry.resolve(settings.model_name, "champion")
     backfill = bool(event.get("backfill"))
     run = job.plan(s3, settings.job_config(), _day(event), model_name=settings.model_name,
-                   model_version=version, backfill=backfill)  # fmt: skip
+                   model_version=version, backfill=backfill, execution_arn=execution_arn,
+                   is_running=_is_running)  # fmt: skip
     logger.info("planned", extra={"run_id": run.run_id, "model_version": version})
     return {
         "run_id": run.run_id,
@@ -118,6 +121,16 @@ def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "items": run.items,
         "counts": {stage: len(getattr(run, f"{stage}_items")) for stage in job.STAGES},
     }
+
+
+def _is_running(execution_arn: str) -> bool:
+    import boto3
+
+    states = boto3.client("stepfunctions")
+    try:
+        return bool(states.describe_execution(executionArn=execution_arn)["status"] == "RUNNING")
+    except states.exceptions.ExecutionDoesNotExist:
+        return False
 
 
 @metrics.log_metrics
@@ -150,6 +163,12 @@ def finalize(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run = job.load_plan(s3, config, str(event["run_id"]))
     result = job.finalize(s3, config, run, _model(run.model_version))
     manifest = result.manifest
+    metrics.add_metric("BatchMissingBuckets", MetricUnit.Count, len(manifest["missing_buckets"]))
+    metrics.add_metric(
+        "BatchQuarantinedParts", MetricUnit.Count, len(manifest["inputs"]["quarantined"])
+    )
+    if run.backfill:  # a backfill's drift and history are not today's: no alarm metrics
+        return {"run_id": run.run_id, "rows": manifest["outputs"]["rows"]}
     metrics.add_metric("BatchRows", MetricUnit.Count, manifest["outputs"]["rows"])
     metrics.add_metric("BatchHighRisk", MetricUnit.Count, manifest["high_risk"])
     metrics.add_metric("BatchMaxPsi", MetricUnit.NoUnit, manifest["max_psi"])

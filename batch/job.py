@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -45,10 +46,12 @@ from models.contracts import (
     TRANSACTIONS_COLUMNS,
     TRANSACTIONS_PREFIX,
 )
+from models.errors import RtmlError
 from models.features.spec import BASELINE, EntitySpec
 from models.s3_datasets import (
     MalformedPartError,
     day_prefix,
+    list_etags,
     list_objects,
     part_key,
     read_days,
@@ -88,6 +91,8 @@ class Plan(BaseModel):
     customer_buckets: int
     terminal_buckets: int
     history_bytes: int
+    source_days: int = 0
+    """Days of the windows that hold data."""
     backfill: bool = False
     """A backfill writes predictions (a point-in-time feature table) but no latest scores."""
     items: dict[str, str] = Field(default_factory=dict)
@@ -125,8 +130,15 @@ def plan(
     model_name: str,
     model_version: str,
     backfill: bool = False,
+    execution_arn: str | None = None,
+    is_running: Callable[[str], bool] = lambda arn: False,
 ) -> Plan:
-    """Size the run from the source's bytes and list its work items (written to S3)."""
+    """Size the run from the source's bytes and list its work items (written to S3).
+
+    The run id's lock is taken first (another execution still running the same run id is a
+    :class:`RunInProgressError`), then whatever an earlier attempt of this run id left is
+    deleted (its bucket counts may differ), so a rerun can only overwrite, never add.
+    """
     customers, terminals = _entities()
     longest = max(history_days(customers), history_days(terminals))
     sizes = {d: _day_bytes(s3, config, d) for d in _days(day, longest)}
@@ -137,11 +149,16 @@ def plan(
     terminal_buckets = max(1, math.ceil(terminal_bytes / config.max_bytes_per_chunk))
     customer_buckets = max(1, math.ceil(customer_bytes / config.max_bytes_per_chunk))
     run_id = f"{day.isoformat()}-{model_version}"
+    if execution_arn is not None:
+        _acquire(s3, config, run_id, execution_arn, is_running)
+    for prefix in _run_outputs(config, run_id, day):
+        delete_prefix(s3, config.bucket, prefix)
+    # every day of the windows, with data or not: a day emptied since (all its files
+    # quarantined or deleted) must clear its bucketed history too (partition_day decides)
     partition_items = [
         {"run_id": run_id, "entity": entity.key, "buckets": n, "day": d.isoformat()}
         for entity, n in ((customers, customer_buckets), (terminals, terminal_buckets))
         for d in _days(day, history_days(entity))
-        if sizes.get(d)
     ]
     result = Plan(
         run_id=run_id,
@@ -153,6 +170,7 @@ def plan(
         customer_buckets=customer_buckets,
         terminal_buckets=terminal_buckets,
         history_bytes=terminal_bytes,
+        source_days=sum(1 for v in sizes.values() if v),
         partition_items=partition_items,
         terminal_items=[{"run_id": run_id, "bucket": k} for k in range(terminal_buckets)],
         customer_items=[{"run_id": run_id, "bucket": k} for k in range(customer_buckets)],
@@ -166,6 +184,64 @@ def plan(
         Body=result.model_dump_json(indent=2).encode(),
     )
     return result
+
+
+class RunInProgressError(RtmlError):
+    """Another execution is running the same run id (same day and model version)."""
+
+
+def _acquire(
+    s3: Any, config: JobConfig, run_id: str, execution_arn: str, is_running: Callable[[str], bool]
+) -> None:
+    """Take ``runs/<id>/lock.json`` with S3's conditional writes: created if absent, taken
+    over (If-Match its ETag) from an execution that is no longer running, else refused."""
+    from botocore.exceptions import ClientError
+
+    key = _run_key(config, run_id, "lock.json")
+    body = json.dumps({"execution_arn": execution_arn}).encode()
+    conflict = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
+    try:
+        s3.put_object(Bucket=config.bucket, Key=key, Body=body, IfNoneMatch="*")
+        return
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in conflict:
+            raise
+    held = s3.get_object(Bucket=config.bucket, Key=key)
+    holder = json.loads(held["Body"].read()).get("execution_arn", "")
+    if holder != execution_arn and is_running(holder):
+        raise RunInProgressError(f"run {run_id} is being run by {holder}")
+    try:
+        s3.put_object(Bucket=config.bucket, Key=key, Body=body, IfMatch=held["ETag"])
+    except ClientError as error:
+        if error.response["Error"]["Code"] in conflict:
+            raise RunInProgressError(f"run {run_id} was just taken by another execution") from None
+        raise
+
+
+def release(s3: Any, config: JobConfig, run_id: str) -> None:
+    s3.delete_object(Bucket=config.bucket, Key=_run_key(config, run_id, "lock.json"))
+
+
+def _run_outputs(config: JobConfig, run_id: str, day: date) -> list[str]:
+    """Every prefix a run id writes under, except its lock."""
+    return [
+        _run_key(config, run_id, "chunks/"),
+        _run_key(config, run_id, "terminal/"),
+        _run_key(config, run_id, "items/"),
+        _prediction_prefix(config, day, run_id),
+        f"{config.prefix}/features/date={day.isoformat()}/run={run_id}/",
+    ]
+
+
+def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
+    """Delete every object under ``prefix`` (DeleteObjects, 1,000 keys a call)."""
+    keys = [key for key, _ in list_objects(s3, bucket, prefix)]
+    for start in range(0, len(keys), 1000):
+        objects = [{"Key": k} for k in keys[start : start + 1000]]
+        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
+        if response.get("Errors"):
+            raise OSError(f"could not delete under {prefix}: {response['Errors'][:3]}")
+    return len(keys)
 
 
 def record_chunk(
@@ -205,16 +281,39 @@ def _bucketed_prefix(config: JobConfig, entity: str, buckets: int, bucket: int) 
 
 
 def partition_day(s3: Any, config: JobConfig, entity: str, buckets: int, day: date) -> int:
-    """Split one source day by entity bucket (idempotent); the rows written.
+    """Split one source day by entity bucket; the rows of the day.
 
-    A source part that cannot be read is moved to quarantine (with its reason) and the error
-    raised again, naming it: the run fails and says which file; nothing is skipped in silence.
+    Skipped when the day's source is unchanged since it was last split (a marker holds the
+    source parts' keys and ETags), so a daily run splits about one new day, not 38. Every
+    bucket is written, empty ones too, so a bucket that lost its rows (a corrected or
+    quarantined file) never keeps stale ones.
+
+    A source part that cannot be read is moved to quarantine by the customer split of its
+    day only (one writer; the terminal split of the same day, running at the same time,
+    reports it without moving it) and the error raised again, naming it: the run fails and
+    says which file; nothing is skipped in silence.
     """
+    from models.contracts import arrow_schema
+
+    source = [
+        (k, e)
+        for k, e in list_etags(s3, config.bucket, day_prefix(config.transactions_prefix, day))
+        if k.endswith(".parquet")
+    ]
+    marker_key = f"{config.prefix}/by_{entity.lower()}/n={buckets}/_done/date={day}.json"
+    marker = _read_json(s3, config.bucket, marker_key)
+    if marker is not None and marker.get("source") == [list(x) for x in source]:
+        return int(marker["rows"])
+    if marker is None and not source:
+        return 0  # nothing there, nothing written before: nothing to clear
     try:
         table = read_days(
             s3, config.bucket, config.transactions_prefix, [day], TRANSACTIONS_COLUMNS
         )
     except MalformedPartError as error:
+        if entity != "CUSTOMER_ID":
+            raise MalformedPartError(error.key, f"{error.reason}; quarantined by the customer"
+                                     " split of its day") from None  # fmt: skip
         target = quarantine_key(config, error.key)
         s3.copy_object(
             Bucket=config.bucket, Key=target, CopySource={"Bucket": config.bucket, "Key": error.key}
@@ -226,10 +325,22 @@ def partition_day(s3: Any, config: JobConfig, entity: str, buckets: int, day: da
         )
         s3.delete_object(Bucket=config.bucket, Key=error.key)
         raise MalformedPartError(error.key, f"{error.reason}; moved to {target}") from None
-    for bucket, part in split_by_bucket(table, entity, buckets).items():
+    parts = split_by_bucket(table, entity, buckets)
+    empty = arrow_schema(TRANSACTIONS_COLUMNS).empty_table()
+    for bucket in range(buckets):
         key = part_key(_bucketed_prefix(config, entity, buckets, bucket), day, 0)
-        write_part(s3, config.bucket, key, part)
-    return int(table.num_rows)
+        write_part(s3, config.bucket, key, parts.get(bucket, empty))
+    rows = int(table.num_rows)
+    body = json.dumps({"source": [list(x) for x in source], "rows": rows}).encode()
+    s3.put_object(Bucket=config.bucket, Key=marker_key, Body=body)
+    return rows
+
+
+def _read_json(s3: Any, bucket: str, key: str) -> Any:
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
 
 
 def _bucket_history(
@@ -390,11 +501,17 @@ def _empty_predictions(model: Any) -> Any:
     )
 
 
-def _write_latest(dynamodb: Any, table_name: str, table: Any, run: Plan) -> None:
-    """The last score of each customer that day, BatchWriteItem in 25s (unprocessed retried)."""
+def _write_latest(dynamodb: Any, table_name: str, table: Any, run: Plan) -> int:
+    """The last score of each customer that day, BatchWriteItem in 25s (unprocessed retried),
+    except where the table already holds a later transaction's score (a run of an older day,
+    or a late rerun, never moves a customer back in time); the items written.
+
+    BatchWriteItem takes no condition, so the stored times are read first (BatchGetItem,
+    100 keys a call): two runs of *different* days writing the same customer at the same
+    moment could still race; runs of one day cannot (the run lock)."""
     import time as _time
 
-    from models.dynamodb_batch import batch_put
+    from models.dynamodb_batch import batch_get, batch_put
 
     latest: dict[int, tuple[str, float, int]] = {}
     for tx, customer, at, score in zip(
@@ -419,10 +536,18 @@ def _write_latest(dynamodb: Any, table_name: str, table: Any, run: Plan) -> None
         }
         for customer, (stamp, score, tx) in sorted(latest.items())
     ]
+    stored = batch_get(
+        dynamodb, table_name, [{LATEST_SCORES_PK: i[LATEST_SCORES_PK]} for i in items],
+        consistent=True, projection=f"{LATEST_SCORES_PK}, tx_datetime", give_up=RuntimeError,
+        sleep=_time.sleep,
+    )  # fmt: skip
+    newer = {i[LATEST_SCORES_PK]["N"]: i["tx_datetime"]["S"] for i in stored if "tx_datetime" in i}
+    items = [i for i in items if newer.get(i[LATEST_SCORES_PK]["N"], "") <= i["tx_datetime"]["S"]]
     for start in range(0, len(items), 25):
         batch_put(
             dynamodb, table_name, items[start : start + 25], give_up=RuntimeError, sleep=_time.sleep
         )
+    return len(items)
 
 
 @dataclass(frozen=True)
@@ -534,10 +659,12 @@ def finalize(
         "buckets": {"customer": run.customer_buckets, "terminal": run.terminal_buckets},
         "inputs": {
             "history_bytes": run.history_bytes,
-            "source_days": len({i["day"] for i in run.partition_items}),
+            "source_days": run.source_days,
             "quarantined": [k for k in quarantined if _in_days(k, run)],
         },
         "outputs": {"predictions": keys, "rows": rows},
+        # a tolerated customer-chunk failure leaves a bucket unscored: said here, not hidden
+        "missing_buckets": sorted(set(range(run.customer_buckets)) - _buckets_of(keys)),
         "high_risk": high_risk,
         "max_psi": max_psi,
         "drift_alarms": drift.get("alarms", []),
@@ -555,7 +682,13 @@ def finalize(
         Key=_run_key(config, run.run_id, "drift.json"),
         Body=json.dumps(drift, indent=2).encode(),
     )
+    release(s3, config, run.run_id)
     return RunResult(manifest, drift)
+
+
+def _buckets_of(keys: list[str]) -> set[int]:
+    """Customer buckets of prediction part keys (``.../part-<bucket>.parquet``)."""
+    return {int(k.rsplit("part-", 1)[1].split(".")[0]) for k in keys}
 
 
 def _in_days(key: str, run: Plan) -> bool:

@@ -35,6 +35,10 @@ REASONS: Final[dict[str, str]] = {
         "A Distributed Map's S3 item reader reads the item file whose key the plan task"
         " puts in the state; CDK scopes it to the bucket, the key is only known at run time."
     ),
+    "AwsSolutions-IAM5[Resource::<execution of the batch machine>:*]": (
+        "The batch plan asks whether the execution holding a run's lock still runs: the"
+        " executions of the one state machine, whose ARNs end in their names."
+    ),
     "AwsSolutions-IAM5[Resource::<StateMachine execution>:*]": (
         "The Distributed Map's own policy: describe, stop and redrive the state machine's"
         " child executions, whose ARNs end in their generated names."
@@ -110,6 +114,19 @@ def acknowledge_child_executions(
             f"{name}{suffix}:*]"
         )
         cdk.Validations.of(construct).acknowledge(cdk.Acknowledgment(id=rule, reason=reason))
+
+
+def acknowledge_executions_of(construct: IConstruct, machine_name: str) -> None:
+    """Acknowledge a grant on the executions of a named state machine."""
+    reason = REASONS["AwsSolutions-IAM5[Resource::<execution of the batch machine>:*]"]
+    stack = cdk.Stack.of(construct)
+    unresolved = cdk.Token.is_unresolved(stack.partition)
+    partition = "<AWS::Partition>" if unresolved else stack.partition
+    rule = (
+        f"AwsSolutions-IAM5[Resource::arn:{partition}:states:{stack.region}:"
+        f"<AWS::AccountId>:execution:{machine_name}:*]"
+    )
+    cdk.Validations.of(construct).acknowledge(cdk.Acknowledgment(id=rule, reason=reason))
 
 
 def acknowledge_object_prefix(construct: IConstruct, bucket: s3.IBucket, prefix: str) -> None:

@@ -57,6 +57,15 @@ def list_objects(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
     return sorted(found)
 
 
+def list_etags(s3: Any, bucket: str, prefix: str) -> list[tuple[str, str]]:
+    """(key, ETag) of every object under ``prefix``, in key order: what a derived output was
+    computed from (a changed, added or removed object changes the list)."""
+    found: list[tuple[str, str]] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        found += [(o["Key"], str(o["ETag"])) for o in page.get("Contents", [])]
+    return sorted(found)
+
+
 def part_keys(s3: Any, bucket: str, prefix: str, day: date) -> list[str]:
     """The part files of one day, in name order (none: an empty day)."""
     return [

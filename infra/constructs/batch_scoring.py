@@ -30,6 +30,7 @@ from infra.nag import (
     acknowledge,
     acknowledge_bucket_objects,
     acknowledge_child_executions,
+    acknowledge_executions_of,
     acknowledge_function_versions,
     acknowledge_object_prefix,
 )
@@ -43,7 +44,7 @@ FINALIZE_HANDLER = "batch.handlers.finalize"
 STAGES = ("partition", "terminal", "customer")
 """The Distributed Maps, in order (``batch.job.STAGES``)."""
 
-NOT_RETRIED = ("MalformedPartError", "ValueError")
+NOT_RETRIED = ("MalformedPartError", "ValueError", "RunInProgressError")
 """Errors a retry cannot fix: bad input is reported at once (and quarantined by the task)."""
 
 LAMBDA_SERVICE_ERRORS = (
@@ -64,6 +65,7 @@ class BatchScoring(Construct):
     """The batch job's functions, state machine, schedule, grants and alarms."""
 
     plan: RtmlFunction
+    partition: RtmlFunction
     chunk: RtmlFunction
     finalize: RtmlFunction
     state_machine: sfn.StateMachine
@@ -111,20 +113,46 @@ class BatchScoring(Construct):
             return made
 
         self.plan = function("Plan", PLAN_HANDLER, "Sizes a batch run, fixes its model version")
-        self.chunk = function("Chunk", CHUNK_HANDLER, "One work item of a batch run's stage")
+        self.partition = function("Partition", CHUNK_HANDLER, "Splits a source day by bucket")
+        self.chunk = function("Chunk", CHUNK_HANDLER, "One terminal or customer chunk of a run")
         self.finalize = function("Finalize", FINALIZE_HANDLER, "A batch run's manifest and drift")
         self.chunk.role.add_to_policy(
             iam.PolicyStatement(
-                actions=["dynamodb:BatchWriteItem"], resources=[latest_scores.table_arn]
+                actions=["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"],
+                resources=[latest_scores.table_arn],
             )
         )
-        # a malformed source part is moved to quarantine: copied, then deleted from the source
-        self.chunk.role.add_to_policy(
+        # only the partition split moves a malformed source part to quarantine (copy, delete)
+        self.partition.role.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:DeleteObject"],
                 resources=[data_bucket.arn_for_objects(f"{c.TRANSACTIONS_PREFIX}/*")],
             )
         )
+        # plan clears an earlier attempt's output of its run id; finalize releases the lock
+        for made in (self.plan, self.finalize):
+            made.role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["s3:DeleteObject"],
+                    resources=[data_bucket.arn_for_objects(f"{batch.prefix}/*")],
+                )
+            )
+        # plan asks whether the execution holding a run id's lock still runs
+        self.machine_name = f"rtml-{settings.stage_name}-batch"
+        self.plan.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["states:DescribeExecution"],
+                resources=[
+                    cdk.Stack.of(self).format_arn(
+                        service="states",
+                        resource="execution",
+                        resource_name=f"{self.machine_name}:*",
+                        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        acknowledge_executions_of(self.plan.role, self.machine_name)
 
         self.state_machine = self._state_machine(settings, data_bucket, alarm_topic)
         self.schedule = scheduler.Schedule(
@@ -206,6 +234,12 @@ class BatchScoring(Construct):
             self,
             "PlanRun",
             lambda_function=self.plan.function,
+            payload=sfn.TaskInput.from_object(
+                {
+                    "input": sfn.JsonPath.object_at("$"),
+                    "execution_arn": sfn.JsonPath.string_at("$$.Execution.Id"),
+                }
+            ),
             retry_on_service_exceptions=False,
             result_selector={
                 field: sfn.JsonPath.object_at(f"$.Payload.{field}")
@@ -244,6 +278,7 @@ class BatchScoring(Construct):
         machine = sfn.StateMachine(
             self,
             "StateMachine",
+            state_machine_name=self.machine_name,
             definition_body=sfn.DefinitionBody.from_chainable(chain),
             timeout=RUN_TIMEOUT,
             tracing_enabled=settings.functions.tracing,
@@ -256,7 +291,7 @@ class BatchScoring(Construct):
         if isinstance(topic, sns.Topic) and topic.master_key is not None:
             topic.master_key.grant(machine.role, "kms:Decrypt", "kms:GenerateDataKey")
         acknowledge(machine.role, "AwsSolutions-IAM5[Resource::*]")
-        for made in (self.plan, self.chunk, self.finalize):
+        for made in (self.plan, self.partition, self.chunk, self.finalize):
             acknowledge_function_versions(machine.role, made.function)
         acknowledge_bucket_objects(machine.role, data)
         acknowledge_child_executions(
@@ -274,7 +309,7 @@ class BatchScoring(Construct):
         task = tasks.LambdaInvoke(
             self,
             f"{title}Chunk",
-            lambda_function=self.chunk.function,
+            lambda_function=(self.partition if stage == "partition" else self.chunk).function,
             retry_on_service_exceptions=False,
             result_selector={"result": sfn.JsonPath.object_at("$.Payload")},
         )
@@ -304,9 +339,13 @@ class BatchScoring(Construct):
             ),
             item_selector={"stage": stage, "item": sfn.JsonPath.object_at("$$.Map.Item.Value")},
             max_concurrency=batch.max_concurrency,
-            # 0 is the service's default; left out rather than written (and moto's parser
-            # refuses a literal 0)
-            tolerated_failure_percentage=batch.tolerated_failure_percentage or None,
+            # only customer chunks may be tolerated (their bucket is then reported missing):
+            # a missing history day or terminal chunk would make every feature silently
+            # wrong. 0 is the service's default; left out rather than written (and moto's
+            # parser refuses a literal 0)
+            tolerated_failure_percentage=(
+                batch.tolerated_failure_percentage or None if stage == "customer" else None
+            ),
             result_path=sfn.JsonPath.DISCARD,
             label=title,
         )
@@ -380,6 +419,41 @@ class BatchScoring(Construct):
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
         ]
+        for name, metric, what in (
+            ("MissingBuckets", "BatchMissingBuckets", "A run left customer buckets unscored"),
+            ("Quarantined", "BatchQuarantinedParts", "A run's window has quarantined files"),
+        ):
+            alarms.append(
+                cloudwatch.Alarm(
+                    self,
+                    name,
+                    alarm_description=what,
+                    metric=cloudwatch.Metric(
+                        namespace=METRICS_NAMESPACE,
+                        metric_name=metric,
+                        dimensions_map={"service": "batch"},
+                        statistic=cloudwatch.Stats.MAXIMUM,
+                        period=day,
+                    ),
+                    threshold=0,
+                    evaluation_periods=1,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                )
+            )
+        if settings.batch.schedule_enabled:  # a day without a successful run is an incident
+            alarms.append(
+                cloudwatch.Alarm(
+                    self,
+                    "NoSuccessfulRun",
+                    alarm_description="No batch run succeeded in a day",
+                    metric=machine.metric_succeeded(period=day, statistic=cloudwatch.Stats.SUM),
+                    threshold=1,
+                    evaluation_periods=1,
+                    comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                    treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+                )
+            )
         action = cloudwatch_actions.SnsAction(topic)
         for alarm in alarms:
             alarm.add_alarm_action(action)

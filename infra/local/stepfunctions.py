@@ -43,8 +43,9 @@ def _state_machine(d: Deployer, logical_id: str, p: dict[str, Any]) -> Created:
 
 
 def _exceeded(record: Any) -> bool:
-    """AWS's rule: the Map Run fails once failed (or timed-out) items exceed the tolerated
-    count, or their share of the items exceeds the tolerated percentage."""
+    """AWS's rule: the Map Run fails once failed (or timed-out) items exceed a threshold it
+    specifies (count, or share of the items); with neither, any failure fails it. moto
+    stores an unset threshold as 0, so a 0 next to a set one is taken as unset."""
     counter = record.item_counter
     failed = counter.failed.get() + counter.timed_out.get()
     total = counter.total.get()
@@ -52,7 +53,9 @@ def _exceeded(record: Any) -> bool:
         return False
     count = record.tolerated_failure_count or 0
     percentage = record.tolerated_failure_percentage or 0.0
-    return bool(failed > count or (total > 0 and 100.0 * failed / total > percentage))
+    over_count = failed > count if count or not percentage else False
+    over_share = total > 0 and 100.0 * failed / total > percentage if percentage else False
+    return bool(over_count or over_share or (not count and not percentage))
 
 
 def enforce_tolerated_failures() -> None:

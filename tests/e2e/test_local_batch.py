@@ -290,3 +290,23 @@ def test_a_backfill_writes_a_feature_table_that_training_reads(
     days = simulated.column("TX_DATETIME").to_numpy().astype("datetime64[D]")
     wanted = (days >= np.datetime64("2018-05-10")) & (days <= np.datetime64("2018-05-11"))
     assert len(frame) == int(wanted.sum()) > 0
+
+
+def test_two_executions_of_one_day_cannot_run_at_once(
+    stack: LocalStack, simulated: pa.Table
+) -> None:
+    states, s3 = stack.client("stepfunctions"), stack.client("s3")
+    machine, day = stack.info["batch_state_machine"], date(2018, 5, 12)
+    first = start_run(states, machine, day)
+    second = start_run(states, machine, day)
+    outcomes = []
+    for arn in (first, second):
+        try:
+            follow(states, s3, _config(stack), arn, interval=0.2, timeout=600)
+            outcomes.append("SUCCEEDED")
+        except RunFailedError as error:
+            outcomes.append(str(error))
+    # one of them ran the day; the other was refused at plan, naming the holder
+    assert outcomes.count("SUCCEEDED") == 1
+    (refused,) = [o for o in outcomes if o != "SUCCEEDED"]
+    assert "RunInProgressError" in refused and "is being run by" in refused

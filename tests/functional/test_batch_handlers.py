@@ -102,15 +102,18 @@ def test_plan_refuses_a_bad_date_naming_it(handlers: tuple[Any, list[str]]) -> N
         h.plan({}, Context())
 
 
-def test_a_scheduled_run_scores_the_day_before_in_the_schedules_time_zone(
+def test_a_scheduled_run_scores_the_last_complete_utc_day(
     handlers: tuple[Any, list[str]],
 ) -> None:
     h, _ = handlers
-    # 2018-05-16 00:30 in Paris is still the 15th in UTC: the day before is the 15th in Paris
-    event = {"scheduled_time": "2018-05-15T22:30:00Z", "timezone": "Europe/Paris"}
+    # 02:30 in Tokyo on the 17th is 17:30 UTC on the 16th: the 16th has not ended, the 15th has
+    event = {"scheduled_time": "2018-05-16T17:30:00Z", "timezone": "Asia/Tokyo"}
     assert h.plan(event, Context())["day"] == DAY.isoformat()
-    event = {"scheduled_time": "2018-05-16T22:30:00Z", "timezone": "UTC"}
+    event = {"scheduled_time": "2018-05-16T02:30:00Z", "timezone": "UTC"}
     assert h.plan(event, Context())["day"] == DAY.isoformat()
+    # and the state machine's shape of the event (input and execution) is understood
+    wrapped = {"input": {"date": DAY.isoformat()}, "execution_arn": None}
+    assert h.plan(wrapped, Context())["day"] == DAY.isoformat()
 
 
 def test_a_backfill_writes_no_latest_scores(

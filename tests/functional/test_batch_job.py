@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batch.job import JobConfig, plan, run_locally
+from batch.job import JobConfig, load_plan, run_locally
 from models import datasets
 from models.artifact import LoadedModel
 from models.contracts import TRANSACTIONS_COLUMNS, TRANSACTIONS_PREFIX
@@ -85,7 +85,7 @@ def test_batch_day_equals_the_model_on_the_offline_table_and_reruns_idempotently
     result = run_locally(s3, config, DAY, model, dynamodb=dynamodb)
 
     # then the predictions are the model's scores of the offline feature rows of that day
-    run = plan(s3, config, DAY, model_name=model.name, model_version=model.version)
+    run = load_plan(s3, config, result.manifest["run_id"])
     assert run.customer_buckets > 1 and run.terminal_buckets > 1
     prefix = f"batch/predictions/date={DAY.isoformat()}/run={run.run_id}/"
     predictions = _predictions(s3, prefix)
@@ -151,6 +151,10 @@ def test_a_throttled_latest_scores_write_retries_only_the_unprocessed_items(
             response: dict[str, Any] = dynamodb.batch_write_item(**kwargs)
             return response
 
+        def batch_get_item(self, **kwargs: Any) -> dict[str, Any]:
+            got: dict[str, Any] = dynamodb.batch_get_item(**kwargs)
+            return got
+
     stamps = [datetime(2018, 5, 15, 10, k) for k in range(30)]
     table = pa.table({
         "TRANSACTION_ID": list(range(30)), "CUSTOMER_ID": list(range(30)),
@@ -166,3 +170,69 @@ def test_a_throttled_latest_scores_write_retries_only_the_unprocessed_items(
     assert calls[1] == list(range(12, 25))
     assert calls[2] == list(range(25, 30))
     assert dynamodb.scan(TableName=SCORES)["Count"] == 30
+
+
+def test_latest_scores_never_move_back_to_an_older_days_score(
+    clients: tuple[Any, Any], model: LoadedModel
+) -> None:
+    from batch.job import Plan, _write_latest
+
+    _, dynamodb = clients
+
+    def run(day: date) -> Plan:
+        return Plan(run_id=str(day), day=day, model_name="m", model_version="v",
+                    customer_buckets=1, terminal_buckets=1, history_bytes=0,
+                    partition_items=[], terminal_items=[], customer_items=[])  # fmt: skip
+
+    def scores(at: datetime, customers: list[int], score: float) -> pa.Table:
+        return pa.table({"TRANSACTION_ID": customers, "CUSTOMER_ID": customers,
+                         "TX_DATETIME": [at] * len(customers),
+                         "SCORE": [score] * len(customers)})  # fmt: skip
+
+    # given the scores of the 15th for customers 1..3
+    assert _write_latest(dynamodb, SCORES, scores(datetime(2018, 5, 15, 9), [1, 2, 3], 0.9),
+                         run(DAY)) == 3  # fmt: skip
+    # when an older day (the 10th) runs later, for customers 2..5
+    written = _write_latest(dynamodb, SCORES, scores(datetime(2018, 5, 10, 9), [2, 3, 4, 5], 0.1),
+                            run(date(2018, 5, 10)))  # fmt: skip
+    # then only the customers without a newer score take the older one
+    assert written == 2
+    items = dynamodb.scan(TableName=SCORES)["Items"]
+    by_customer = {int(i["customer_id"]["N"]): float(i["score"]["N"]) for i in items}
+    assert by_customer == {1: 0.9, 2: 0.9, 3: 0.9, 4: 0.1, 5: 0.1}
+
+
+def test_a_rerun_with_other_bucket_counts_replaces_the_earlier_output(
+    clients: tuple[Any, Any], model: LoadedModel
+) -> None:
+    s3, _ = clients
+    small = JobConfig(bucket=BUCKET, max_bytes_per_chunk=40_000)
+    first = run_locally(s3, small, DAY, model)
+    assert first.manifest["buckets"]["customer"] > 1
+    # when the same run id runs again with another chunk rule (or after late data)
+    again = run_locally(s3, JobConfig(bucket=BUCKET), DAY, model)
+    # then only the new run's parts remain, and nothing is counted twice
+    assert again.manifest["buckets"]["customer"] == 1
+    prefix = f"batch/predictions/date={DAY.isoformat()}/run={again.manifest['run_id']}/"
+    assert _predictions(s3, prefix).num_rows == first.manifest["outputs"]["rows"]
+    assert again.manifest["outputs"]["rows"] == first.manifest["outputs"]["rows"]
+    assert again.manifest["missing_buckets"] == []
+    assert again.manifest["timings_seconds"]["customer"]["tasks"] == 1
+
+
+def test_a_run_id_held_by_a_running_execution_is_refused(
+    clients: tuple[Any, Any], model: LoadedModel
+) -> None:
+    from batch.job import RunInProgressError, plan
+
+    s3, _ = clients
+    config = JobConfig(bucket=BUCKET)
+    kwargs: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    plan(s3, config, DAY, execution_arn="arn:first", **kwargs)
+    # a second execution while the first runs: refused, naming the holder
+    with pytest.raises(RunInProgressError, match="arn:first"):
+        plan(s3, config, DAY, execution_arn="arn:second", is_running=lambda arn: True, **kwargs)
+    # once the first is over (failed, say), the next takes the run id over
+    plan(s3, config, DAY, execution_arn="arn:second", is_running=lambda arn: False, **kwargs)
+    with pytest.raises(RunInProgressError, match="arn:second"):
+        plan(s3, config, DAY, execution_arn="arn:third", is_running=lambda arn: True, **kwargs)

@@ -27,13 +27,25 @@ from models import contracts as c
 pytestmark = pytest.mark.infra
 
 ENVS = ["dev", "prod"]
-HANDLERS = (PLAN_HANDLER, CHUNK_HANDLER, FINALIZE_HANDLER)
+FUNCTIONS = {
+    "Plan": PLAN_HANDLER,
+    "Partition": CHUNK_HANDLER,
+    "Chunk": CHUNK_HANDLER,
+    "Finalize": FINALIZE_HANDLER,
+}
+"""The batch construct's functions (construct id -> handler)."""
 
 
-def _function(template: Template, handler: str) -> tuple[str, Mapping[str, Any]]:
-    found = template.find_resources("AWS::Lambda::Function", {"Properties": {"Handler": handler}})
-    assert len(found) == 1, f"expected one {handler}, found {sorted(found)}"
-    return next(iter(found.items()))
+def _function(template: Template, name: str) -> tuple[str, Mapping[str, Any]]:
+    found = {
+        logical_id: resource
+        for logical_id, resource in template.find_resources("AWS::Lambda::Function").items()
+        if logical_id.startswith(f"Batch{name}Function")
+    }
+    assert len(found) == 1, f"expected one Batch{name} function, found {sorted(found)}"
+    logical_id, resource = next(iter(found.items()))
+    assert resource["Properties"]["Handler"] == FUNCTIONS[name]
+    return logical_id, resource
 
 
 def _definition(template: Template) -> dict[str, Any]:
@@ -74,8 +86,8 @@ def test_task_functions_use_the_batch_bundle_and_satisfy_the_handler_settings(
     templates: dict[str, Template], settings: dict[str, EnvSettings], env_name: str
 ) -> None:
     batch = settings[env_name].batch
-    for handler in HANDLERS:
-        _, function = _function(templates[env_name], handler)
+    for name in FUNCTIONS:
+        _, function = _function(templates[env_name], name)
         props = function["Properties"]
         assert props["MemorySize"] == batch.memory_mb
         assert props["Timeout"] == batch.timeout_seconds
@@ -108,7 +120,10 @@ def test_state_machine_plans_maps_each_stage_from_s3_and_finalizes(
         assert reader["ReaderConfig"] == {"InputType": "JSON"}
         assert reader["Parameters"]["Key.$"] == f"$.plan.items.{stage}"
         assert stage_map["MaxConcurrency"] == batch.max_concurrency
-        assert stage_map.get("ToleratedFailurePercentage", 0) == batch.tolerated_failure_percentage
+        # only customer chunks may be tolerated: a missing history day or terminal chunk
+        # would make every feature silently wrong
+        tolerated = batch.tolerated_failure_percentage if stage == "customer" else 0
+        assert stage_map.get("ToleratedFailurePercentage", 0) == tolerated
         assert stage_map["ItemSelector"] == {"stage": stage, "item.$": "$$.Map.Item.Value"}
         assert stage_map["ResultPath"] is None  # results stay in S3, not the 256 KB payload
         assert stage_map["Catch"][0]["Next"] == "NotifyRunFailed"
@@ -177,25 +192,28 @@ def test_schedule_starts_the_machine_daily_with_its_time(
 @pytest.mark.parametrize("env_name", ENVS)
 def test_task_roles_are_least_privilege(templates: dict[str, Template], env_name: str) -> None:
     template = templates[env_name]
-    for handler in HANDLERS:
-        _, function = _function(template, handler)
+    base = {
+        "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:PutObject",
+        "s3:ListBucket", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
+    }  # fmt: skip
+    extra = {
+        "Plan": {"s3:DeleteObject", "states:DescribeExecution"},
+        "Partition": {"s3:DeleteObject"},
+        "Chunk": {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"},
+        "Finalize": {"s3:DeleteObject"},
+    }
+    for name in FUNCTIONS:
+        _, function = _function(template, name)
         role = function["Properties"]["Role"]["Fn::GetAtt"][0]
         statements = _statements(template, role)
-        actions = _actions(statements)
-        expected = {
-            "logs:CreateLogStream", "logs:PutLogEvents", "s3:GetObject", "s3:PutObject",
-            "s3:ListBucket", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
-        }  # fmt: skip
-        if handler == CHUNK_HANDLER:
-            expected |= {"dynamodb:BatchWriteItem", "s3:DeleteObject"}
-        assert actions == expected, handler
+        assert _actions(statements) == base | extra[name], name
         for statement in statements:
             if "xray:PutTraceSegments" not in _actions([statement]):
                 assert statement["Resource"] != "*", statement
-        # deletes only in the source prefix (the quarantine's move), nowhere else
-        for statement in statements:
             if "s3:DeleteObject" in _actions([statement]):
-                assert f"/{c.TRANSACTIONS_PREFIX}/*" in json.dumps(statement["Resource"])
+                # the source only for the partition split (quarantine), else the job's prefix
+                prefix = c.TRANSACTIONS_PREFIX if name == "Partition" else "batch"
+                assert json.dumps(statement["Resource"]).count(f"/{prefix}/*") == 1, name
 
 
 @pytest.mark.parametrize("env_name", ENVS)
@@ -210,5 +228,11 @@ def test_alarms_watch_failed_and_timed_out_runs_and_drift(
     assert drift["Threshold"] == settings[env_name].batch.drift_alarm_psi
     assert drift["Namespace"] == "rtml"
     assert drift["Dimensions"] == [{"Name": "service", "Value": "batch"}]
-    for name in ("ExecutionsFailed", "ExecutionsTimedOut", "BatchMaxPsi"):
+    for name in ("BatchMissingBuckets", "BatchQuarantinedParts"):
+        assert by_metric[name]["Threshold"] == 0
+    if settings[env_name].batch.schedule_enabled:
+        missing_run = by_metric["ExecutionsSucceeded"]
+        assert missing_run["ComparisonOperator"] == "LessThanThreshold"
+        assert missing_run["TreatMissingData"] == "breaching"
+    for name in by_metric:
         assert by_metric[name]["AlarmActions"], name
