@@ -27,6 +27,27 @@ from typing import Any
 import numpy as np
 
 
+class Latent:
+    """An S3 client whose object calls each take ``latency`` more seconds (S3's first-byte
+    latency is tens of ms; moto's in-process S3 has none, which hides what concurrency buys)."""
+
+    CALLS = frozenset({"get_object", "put_object", "copy_object", "delete_objects"})
+
+    def __init__(self, client: Any, latency: float) -> None:
+        self._client, self._latency = client, latency
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if name not in self.CALLS or not self._latency:
+            return attribute
+
+        def call(**kwargs: Any) -> Any:
+            time.sleep(self._latency)
+            return attribute(**kwargs)
+
+        return call
+
+
 def _upload(s3: Any, bucket: str, source: Path, days: list[date]) -> int:
     from models.contracts import PART_FILE_NAME, TRANSACTIONS_PREFIX
 
@@ -86,7 +107,13 @@ def main() -> None:
     parser.add_argument(
         "--max-bytes-per-chunk", type=int, default=64 * 1024 * 1024, help="the plan's rule"
     )
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added per S3 call")
+    parser.add_argument("--read-workers", type=int, default=None, help="concurrent GETs")
     args = parser.parse_args()
+    if args.read_workers is not None:
+        import models.s3_datasets
+
+        models.s3_datasets.READ_WORKERS = args.read_workers
 
     import boto3
     from moto import mock_aws
@@ -99,13 +126,14 @@ def main() -> None:
         os.environ.setdefault(key, "testing")
     model = load_artifact(args.artifact)
     with mock_aws():
-        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3: Any = boto3.client("s3", region_name="eu-west-1")
         bucket = "bench-data"
         s3.create_bucket(
             Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
         )
         days = job._days(args.date, 38)
         source_bytes = _upload(s3, bucket, args.data, days)
+        s3 = Latent(s3, args.latency)
         config = job.JobConfig(bucket=bucket, max_bytes_per_chunk=args.max_bytes_per_chunk)
         started = time.perf_counter()
         run = job.plan(s3, config, args.date, model_name=model.name, model_version=model.version)
@@ -143,6 +171,8 @@ def main() -> None:
     terminal_share = stage_seconds["terminal"] / max(scored, 1)
     results: dict[str, Any] = {
         "date": args.date.isoformat(),
+        "s3_latency_s": args.latency,
+        "read_workers": args.read_workers or "default",
         "rows": scored,
         "source_megabytes_38_days": round(source_bytes / 1e6, 1),
         "buckets": manifest["buckets"],
