@@ -173,3 +173,236 @@ def drift_report(
         warnings=warnings,
         not_alarmed=sorted(set(not_alarmed) & set(per_feature)),
     )
+
+
+# --- silent failure, decay and volume: the monitor's checks ------------------------------------
+
+CheckStatus = Literal["ok", "warn", "alarm", "insufficient"]
+
+
+class MonitorThresholds(DriftThresholds):
+    """Every detector's bound (settings; the defaults are documented in the README)."""
+
+    high_risk_factor: float = Field(default=3.0, gt=1)
+    """Alarm when the share of high-risk decisions is this many times the reference's, or
+    this many times smaller (a model stuck at 0 or 1 moves it at once)."""
+    mean_score_factor: float = Field(default=2.0, gt=1)
+    """The same bound on the mean score against the reference's mean."""
+    disagreement_alarm: float = Field(default=0.05, ge=0, le=1)
+    """Share of transactions on which champion and challenger decide differently."""
+    ap_floor: float = Field(default=0.3, ge=0, le=1)
+    """Label-based average precision of a day below which the champion alarms."""
+    volume_ratio_alarm: float = Field(default=0.99, ge=0, le=1)
+    """Predictions per transaction in below which a path is losing records."""
+    min_rows: int = Field(default=200, ge=1)
+    """Fewer rows than this: distribution checks say ``insufficient``, never alarm."""
+
+
+class Check(BaseModel):
+    """One detector's verdict on one window."""
+
+    model_config = ConfigDict(frozen=True)
+
+    detector: str
+    status: CheckStatus
+    value: float | None = None
+    bound: float | None = None
+    detail: str = ""
+
+
+def reference_share_at_least(histogram: Histogram, threshold: float) -> float | None:
+    """Share of the reference at or above ``threshold`` (linear within its bin), or None
+    when the threshold falls in the open-ended top bin (quantile bins of a fraud score end
+    far below 0.5: the histogram cannot tell how much of its top bin is above it)."""
+    counts = np.asarray(histogram.counts, dtype=np.float64)
+    total = counts.sum()
+    edges = histogram.edges
+    if total == 0 or not edges or threshold >= edges[-1]:
+        return None
+    i = int(np.searchsorted(edges, threshold, side="right"))  # the bin holding the threshold
+    above = counts[i + 1 :].sum()
+    if i == 0:
+        above += counts[0]
+    else:
+        low, high = edges[i - 1], edges[i]
+        above += counts[i] * (high - threshold) / (high - low)
+    return float(above / total)
+
+
+def _ratio_check(
+    detector: str, observed: float, reference: float, factor: float, what: str
+) -> Check:
+    if reference <= 0:
+        return Check(detector=detector, status="ok" if observed <= 0 else "warn",
+                     value=observed, detail=f"{what}: reference is 0")  # fmt: skip
+    ratio = observed / reference
+    status: CheckStatus = "alarm" if ratio > factor or ratio < 1 / factor else "ok"
+    return Check(detector=detector, status=status, value=round(ratio, 4), bound=factor,
+                 detail=f"{what} {observed:.4g} vs reference {reference:.4g}")  # fmt: skip
+
+
+def silent_failure_checks(
+    profile: ReferenceProfile,
+    drift: DriftReport,
+    scores: npt.ArrayLike,
+    *,
+    threshold: float,
+    challenger_scores: npt.ArrayLike | None = None,
+    thresholds: MonitorThresholds | None = None,
+    baseline_high_risk_share: float | None = None,
+) -> list[Check]:
+    """The checks a window of predictions answers without labels: scores stuck (high-risk
+    share, mean), a constant or missing input, drift beyond the bound, champion and
+    challenger disagreeing. Each is one alarm of the monitor.
+
+    The high-risk share is compared with the reference's when its histogram resolves the
+    threshold, else with ``baseline_high_risk_share`` (e.g. the previous week's median),
+    else it is ``insufficient``."""
+    limits = thresholds or MonitorThresholds()
+    values = np.asarray(scores, dtype=np.float64)
+    n = int(values.size)
+    if n < limits.min_rows:
+        too_few = "too few predictions to judge"
+        return [Check(detector="window", status="insufficient", value=float(n),
+                      bound=float(limits.min_rows), detail=too_few)]  # fmt: skip
+    share = float((values >= threshold).mean())
+    reference_share = reference_share_at_least(profile.score, threshold)
+    what = "share of high-risk decisions"
+    if reference_share is not None:
+        share_check = _ratio_check("high_risk_share", share, reference_share,
+                                   limits.high_risk_factor, what)  # fmt: skip
+    elif baseline_high_risk_share is not None:
+        share_check = _ratio_check(
+            "high_risk_share", share, baseline_high_risk_share, limits.high_risk_factor,
+            f"{what} (vs the recent baseline)",
+        )  # fmt: skip
+    else:
+        no_baseline = "no reference share at this threshold, no baseline yet"
+        share_check = Check(detector="high_risk_share", status="insufficient", value=share,
+                            detail=no_baseline)  # fmt: skip
+    checks = [
+        share_check,
+        _ratio_check("mean_score", float(values.mean()), float(profile.score.mean or 0.0),
+                     limits.mean_score_factor, "mean score"),
+    ]  # fmt: skip
+    for name, column in drift.features.items():
+        if name in drift.not_alarmed:
+            continue
+        if column.missing_rate > limits.missing_rate_alarm:
+            checks.append(Check(detector=f"missing:{name}", status="alarm",
+                                value=column.missing_rate, bound=limits.missing_rate_alarm,
+                                detail="share of NaN or infinite values"))  # fmt: skip
+        reference = profile.features[name]
+        varied = (
+            reference.min is not None
+            and reference.max is not None
+            and (reference.min != reference.max)
+        )
+        if column.constant and varied:
+            detail = "one value for every transaction; the reference varies"
+            checks.append(Check(detector=f"constant:{name}", status="alarm", value=column.mean,
+                                detail=detail))  # fmt: skip
+        if column.status != "ok":
+            checks.append(Check(detector=f"drift:{name}", status=column.status,
+                                value=round(column.psi, 4), bound=limits.alarm,
+                                detail="population stability index"))  # fmt: skip
+    if drift.score.status != "ok":
+        checks.append(Check(detector="drift:score", status=drift.score.status,
+                            value=round(drift.score.psi, 4), bound=limits.alarm))  # fmt: skip
+    if challenger_scores is not None:
+        other = np.asarray(challenger_scores, dtype=np.float64)
+        both = np.isfinite(other)
+        if both.any():
+            differ = float(((values[both] >= threshold) != (other[both] >= threshold)).mean())
+            checks.append(Check(
+                detector="disagreement",
+                status="alarm" if differ > limits.disagreement_alarm else "ok",
+                value=round(differ, 4), bound=limits.disagreement_alarm,
+                detail="share of decisions champion and challenger make differently",
+            ))  # fmt: skip
+    return checks
+
+
+def volume_check(
+    transactions_in: int, predictions: int, path: str, thresholds: MonitorThresholds | None = None
+) -> Check:
+    """Predictions per transaction that came in on a path: a silent path scores none."""
+    limits = thresholds or MonitorThresholds()
+    if transactions_in == 0:
+        detail = f"{predictions} predictions, no transactions in"
+        return Check(detector=f"volume:{path}", status="ok" if predictions == 0 else "warn",
+                     detail=detail)  # fmt: skip
+    ratio = predictions / transactions_in
+    return Check(
+        detector=f"volume:{path}",
+        status="alarm" if ratio < limits.volume_ratio_alarm else "ok",
+        value=round(ratio, 4), bound=limits.volume_ratio_alarm,
+        detail=f"{predictions} predictions for {transactions_in} transactions in",
+    )  # fmt: skip
+
+
+class DailyPerformance(BaseModel):
+    """Label-based quality of one model version on one day (labels known a week later)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    day: str
+    model_version: str
+    role: Literal["champion", "challenger"]
+    rows: int
+    frauds: int
+    auc_roc: float | None
+    average_precision: float | None
+    card_precision_at_100: float | None
+
+
+def daily_performance(
+    days: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    cards: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    versions: npt.ArrayLike,
+    *,
+    role: Literal["champion", "challenger"] = "champion",
+) -> list[DailyPerformance]:
+    """AUC, AP and CP@100 per day and model version (None where a day has one class)."""
+    from models.evaluation import auc_roc, average_precision, card_precision_at_k
+
+    d = np.asarray(days).astype("datetime64[D]")
+    y = np.asarray(labels, dtype=np.int64)
+    c = np.asarray(cards, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    v = np.asarray(versions).astype(str)
+    out = []
+    for day in np.unique(d):
+        for version in np.unique(v[d == day]):
+            rows = (d == day) & (v == version) & np.isfinite(s)
+            frauds = int(y[rows].sum())
+            both = 0 < frauds < int(rows.sum())
+            out.append(DailyPerformance(
+                day=str(day), model_version=str(version), role=role, rows=int(rows.sum()),
+                frauds=frauds,
+                auc_roc=auc_roc(y[rows], s[rows]) if both else None,
+                average_precision=average_precision(y[rows], s[rows]) if both else None,
+                card_precision_at_100=card_precision_at_k(d[rows], c[rows], y[rows], s[rows],
+                                                          100).mean if both else None,
+            ))  # fmt: skip
+    return out
+
+
+def performance_check(
+    performance: list[DailyPerformance], thresholds: MonitorThresholds | None = None
+) -> Check:
+    """The champion's AP on the latest labelled day against the floor."""
+    limits = thresholds or MonitorThresholds()
+    champion = [p for p in performance if p.role == "champion" and p.average_precision is not None]
+    if not champion:
+        return Check(detector="ap_floor", status="insufficient", detail="no labelled day yet")
+    latest = max(champion, key=lambda p: (p.day, p.rows))
+    assert latest.average_precision is not None
+    return Check(
+        detector="ap_floor",
+        status="alarm" if latest.average_precision < limits.ap_floor else "ok",
+        value=round(latest.average_precision, 4), bound=limits.ap_floor,
+        detail=f"champion {latest.model_version} on {latest.day}",
+    )  # fmt: skip

@@ -1042,6 +1042,147 @@ def _run_batch_status(args: argparse.Namespace) -> None:
     _emit(status(states, s3, config, args.run), args.json)
 
 
+# --- monitor ----------------------------------------------------------------------------
+
+
+def _add_monitor(sub: Any) -> None:
+    p = sub.add_parser(
+        "monitor",
+        help="the monitoring report of a period: drift, silent failure, volumes, delayed labels",
+        description=(
+            "report: read a period of the prediction archive (a directory, or s3://bucket/"
+            "prefix on the local stack or AWS) and the transactions (volumes, labels known a "
+            "week later), check every day against the model's reference profile, and write "
+            "the report as JSON and an HTML page with plots. replay: write the archive a "
+            "period would have left, from a simulated dataset scored offline (same features, "
+            "same scorer), optionally with the world shifted after a date (--scenario "
+            "amounts@DATE:FACTOR, compromise@DATE:SHARE, broken@DATE:FEATURE)."
+        ),
+    )
+    verbs = p.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    report = verbs.add_parser("report", help="check a period and write report.json/.html")
+    report.add_argument("--archive", required=True, help="directory or s3://bucket/prefix")
+    report.add_argument("--transactions", type=Path, required=True, help="transactions dataset")
+    report.add_argument("--model", type=Path, required=True, help="the champion's artifact")
+    report.add_argument("--from", dest="start", type=_iso_date, required=True)
+    report.add_argument("--to", dest="end", type=_iso_date, required=True, help="inclusive")
+    report.add_argument("--as-of", type=_iso_date, default=None,
+                        help="labels known by then (default: a week after --to)")  # fmt: skip
+    report.add_argument("--threshold", type=_positive_float, default=0.5)
+    report.add_argument("--out", type=Path, default=Path("monitor/report.html"))
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=_run_monitor_report)
+    replay = verbs.add_parser("replay", help="the archive a simulated period would have left")
+    replay.add_argument("--in", dest="src", type=Path, required=True, help="simulated dataset")
+    replay.add_argument("--model", type=Path, required=True, help="the champion's artifact")
+    replay.add_argument("--challenger", type=Path, default=None, help="a shadow challenger")
+    replay.add_argument("--from", dest="start", type=_iso_date, required=True)
+    replay.add_argument("--to", dest="end", type=_iso_date, required=True, help="inclusive")
+    replay.add_argument("--scenario", action="append", default=[], help="KIND@DATE[:PARAM]")
+    replay.add_argument("--seed", type=_non_negative_int, default=0)
+    replay.add_argument(
+        "--out", type=Path, required=True, help="writes predictions/, transactions/"
+    )
+    replay.add_argument("--json", action="store_true")
+    replay.set_defaults(func=_run_monitor_replay)
+
+
+def _run_monitor_replay(args: argparse.Namespace) -> None:
+    from datetime import datetime, timedelta
+
+    import numpy as np
+    import pyarrow as pa
+    from pydantic import BaseModel
+
+    from models import datasets
+    from models.artifact import load_artifact
+    from models.contracts import TRANSACTIONS_COLUMNS
+    from models.features import table as feature_table
+    from models.features.offline import compute_features
+    from models.monitor import replay_lines
+    from models.scenarios import Scenario, apply_to_features, apply_to_transactions
+
+    scenarios = [Scenario.parse(text) for text in args.scenario]
+    transactions = datasets.read_dataset(args.src, TRANSACTIONS_COLUMNS)
+    for scenario in scenarios:
+        if scenario.on_transactions:
+            transactions = apply_to_transactions(transactions, scenario, seed=args.seed)
+    table = feature_table.feature_table(transactions, compute_features(transactions))
+    for scenario in scenarios:
+        if not scenario.on_transactions:
+            table = apply_to_features(table, scenario)
+    times = table.column("TX_DATETIME").to_numpy()
+    start = np.datetime64(datetime.combine(args.start, datetime.min.time()))
+    end = np.datetime64(datetime.combine(args.end + timedelta(days=1), datetime.min.time()))
+    period = table.filter(pa.array((times >= start) & (times < end)))
+    model = load_artifact(args.model)
+    challenger = load_artifact(args.challenger) if args.challenger else None
+    lines = replay_lines(period, model, challenger=challenger)
+    for day, day_lines in lines.items():
+        folder = args.out / "predictions" / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "replay.jsonl").write_text("\n".join(day_lines) + "\n")
+
+    class ReplaySummary(BaseModel):
+        source: str
+        scenarios: list[str]
+        seed: int
+
+    summary = ReplaySummary(source=str(args.src), scenarios=[str(s) for s in scenarios],
+                            seed=args.seed)  # fmt: skip
+    datasets.write_dataset(transactions, args.out / "transactions", summary)
+    _emit({"out": str(args.out), "days": len(lines), "predictions": period.num_rows,
+           "scenarios": summary.scenarios}, args.json)  # fmt: skip
+
+
+def _run_monitor_report(args: argparse.Namespace) -> None:
+    from datetime import timedelta
+
+    import numpy as np
+
+    from models import datasets
+    from models.artifact import load_artifact
+    from models.contracts import TRANSACTIONS_COLUMNS
+    from models.monitor import monitor_period, read_archive_dir, read_archive_s3
+    from models.monitor_html import write_html
+
+    if args.end < args.start:
+        raise ValueError(f"--to {args.end} is before --from {args.start}")
+    model = load_artifact(args.model)
+    names = list(model.manifest.feature_names)
+    if args.archive.startswith("s3://"):
+        import boto3
+
+        bucket, _, prefix = args.archive.removeprefix("s3://").partition("/")
+        archive = read_archive_s3(boto3.client("s3"), bucket, prefix or "predictions",
+                                  start=args.start, end=args.end, feature_names=names)  # fmt: skip
+    else:
+        archive = read_archive_dir(Path(args.archive), args.start, args.end, names)
+    if not len(archive):
+        raise ValueError(f"no predictions in {args.archive} from {args.start} to {args.end}")
+    transactions = datasets.read_dataset(args.transactions, TRANSACTIONS_COLUMNS)
+    days = transactions.column("TX_DATETIME").to_numpy().astype("datetime64[D]")
+    in_period = (days >= np.datetime64(args.start)) & (days <= np.datetime64(args.end))
+    counted = np.unique(days[in_period], return_counts=True)
+    transactions_in = {str(d): int(n) for d, n in zip(*counted, strict=True)}
+    ids = transactions.column("TRANSACTION_ID").to_numpy()[in_period]
+    frauds = transactions.column("TX_FRAUD").to_numpy()[in_period]
+    labels = dict(zip(ids.tolist(), frauds.tolist(), strict=True))
+    as_of = args.as_of or args.end + timedelta(days=7)
+    report = monitor_period(model.manifest.reference, archive, start=args.start, end=args.end,
+                            transactions_in=transactions_in, labels=labels,
+                            threshold=args.threshold, as_of=as_of)  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    json_path = args.out.with_suffix(".json")
+    json_path.write_text(report.model_dump_json(indent=2))
+    scores = {d.day: archive.score[archive.day == np.datetime64(d.day)] for d in report.days}
+    html_path = write_html(report, model.manifest.reference, scores, args.out,
+                           title=f"rtml monitoring: {model.manifest.ref}")  # fmt: skip
+    _emit({"html": str(html_path), "json": str(json_path), "days": len(report.days),
+           "predictions": len(archive), "alarms": len(report.alarms),
+           "first_alarm": report.first_alarm}, args.json)  # fmt: skip
+
+
 # --- entry point ------------------------------------------------------------------------
 
 COMMANDS: tuple[Callable[[Any], None], ...] = (
@@ -1053,6 +1194,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_stream,
     _add_api,
     _add_batch,
+    _add_monitor,
 )
 
 
