@@ -55,6 +55,7 @@ class ArchivedPredictions:
     score: npt.NDArray[np.float64]
     model_version: npt.NDArray[np.str_]
     challenger_score: npt.NDArray[np.float64]
+    challenger_version: npt.NDArray[np.str_]
     path: npt.NDArray[np.str_]
     features: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
 
@@ -64,7 +65,8 @@ class ArchivedPredictions:
     def where(self, mask: npt.NDArray[np.bool_]) -> ArchivedPredictions:
         return ArchivedPredictions(
             self.transaction_id[mask], self.day[mask], self.customer_id[mask], self.score[mask],
-            self.model_version[mask], self.challenger_score[mask], self.path[mask],
+            self.model_version[mask], self.challenger_score[mask],
+            self.challenger_version[mask], self.path[mask],
             {k: v[mask] for k, v in self.features.items()},
         )  # fmt: skip
 
@@ -96,6 +98,9 @@ def parse_archive(
         score=np.array([float(r["score"]) for r in rows], dtype=np.float64),
         model_version=np.array([str(r["model_version"]) for r in rows], dtype=str),
         challenger_score=np.array([_optional(r.get("challenger_score")) for r in rows]),
+        challenger_version=np.array(
+            [str(r.get("challenger_version") or "") for r in rows], dtype=str
+        ),
         path=np.array([str(r.get("path", "stream")) for r in rows], dtype=str),
         features=features,
     )
@@ -248,7 +253,7 @@ def monitor_period(
     if shadow.any():
         performance += daily_performance(
             labelled.day[shadow], y[shadow], labelled.customer_id[shadow],
-            labelled.challenger_score[shadow], np.full(int(shadow.sum()), "challenger"),
+            labelled.challenger_score[shadow], labelled.challenger_version[shadow],
             role="challenger",
         )  # fmt: skip
     performance_checks = [

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.artifact import ReferenceProfile
-from models.monitor import MonitorReport
+from models.monitor import NOT_ALARMED_DAILY, MonitorReport
 
 _SIZE = (7.5, 3.4)
 
@@ -42,7 +42,7 @@ def _dates(days: list[str]) -> Any:
 def psi_figure(report: MonitorReport) -> Any:
     fig, ax = _figure("PSI against the reference, per model input and day")
     days = [d.day for d in report.days if d.psi]
-    names = sorted({n for d in report.days for n in d.psi})
+    names = sorted({n for d in report.days for n in d.psi} - set(NOT_ALARMED_DAILY))
     x = _dates(days)
     by_day = {d.day: d for d in report.days}
     for name in names:
@@ -55,6 +55,7 @@ def psi_figure(report: MonitorReport) -> Any:
     ax.axhline(report.thresholds.warn, color="orange", linestyle="--", linewidth=0.8)
     ax.axhline(report.thresholds.alarm, color="red", linestyle="--", linewidth=0.8)
     ax.set_yscale("symlog", linthresh=0.05)
+    ax.set_ylim(bottom=0)
     ax.set_ylabel("PSI (0.1 warn, 0.2 alarm)")
     ax.legend(fontsize=6, loc="upper left", ncols=2)
     fig.autofmt_xdate()
