@@ -1,0 +1,171 @@
+"""Each silent-failure detector fires on its injected fault and stays quiet on clean data."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pytest
+
+from models.artifact import Histogram, ReferenceProfile, _histogram
+from models.monitoring import (
+    Check,
+    DailyPerformance,
+    MonitorThresholds,
+    drift_report,
+    performance_check,
+    reference_share_at_least,
+    silent_failure_checks,
+    volume_check,
+)
+
+N = 4_000
+THRESHOLD = 0.5
+
+
+def _hist(values: np.ndarray) -> Histogram:
+    return Histogram.model_validate(_histogram(values))
+
+
+def _world(rng: np.random.Generator, n: int = N) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Inputs and scores of one population: a few percent high-risk, varied inputs."""
+    features = {
+        "AMOUNT": rng.gamma(2.0, 25.0, n),
+        "COUNT": rng.poisson(3.0, n).astype(np.float64),
+        "RISK": rng.beta(0.5, 20.0, n),
+    }
+    scores = np.where(rng.random(n) < 0.03, rng.uniform(0.5, 1.0, n), rng.beta(0.3, 30.0, n))
+    return features, scores
+
+
+@pytest.fixture(scope="module")
+def profile() -> ReferenceProfile:
+    features, scores = _world(np.random.default_rng(0), 20_000)
+    return ReferenceProfile(
+        features={name: _hist(values) for name, values in features.items()},
+        score=_hist(scores),
+    )
+
+
+def _checks(
+    profile: ReferenceProfile,
+    features: dict[str, np.ndarray],
+    scores: np.ndarray,
+    **kwargs: Any,
+) -> dict[str, Check]:
+    drift = drift_report(profile, features, scores, threshold=THRESHOLD)
+    found = silent_failure_checks(profile, drift, scores, threshold=THRESHOLD, **kwargs)
+    return {c.detector: c for c in found}
+
+
+def _alarms(checks: dict[str, Check]) -> set[str]:
+    return {name for name, check in checks.items() if check.status == "alarm"}
+
+
+def test_clean_windows_raise_no_alarm(profile: ReferenceProfile) -> None:
+    for seed in range(1, 6):
+        features, scores = _world(np.random.default_rng(seed))
+        challenger = np.clip(scores + np.random.default_rng(seed).normal(0, 0.01, N), 0, 1)
+        checks = _checks(profile, features, scores, challenger_scores=challenger,
+                         baseline_high_risk_share=0.03)  # fmt: skip
+        assert _alarms(checks) == set(), (seed, checks)
+
+
+@pytest.mark.parametrize("stuck", [0.0, 0.999])
+def test_scores_stuck_at_a_value_alarm(profile: ReferenceProfile, stuck: float) -> None:
+    features, _ = _world(np.random.default_rng(7))
+    checks = _checks(profile, features, np.full(N, stuck), baseline_high_risk_share=0.03)
+    assert {"mean_score", "high_risk_share"} <= _alarms(checks)
+
+
+def test_a_constant_input_alarms_but_one_constant_in_the_reference_does_not(
+    profile: ReferenceProfile,
+) -> None:
+    features, scores = _world(np.random.default_rng(8))
+    features["AMOUNT"] = np.zeros(N)  # a broken source defaulting to 0
+    assert "constant:AMOUNT" in _alarms(_checks(profile, features, scores))
+    # an input that never varied in the reference either is not a failure
+    flat = ReferenceProfile(features={**profile.features, "AMOUNT": _hist(np.zeros(100))},
+                            score=profile.score)  # fmt: skip
+    assert "constant:AMOUNT" not in _alarms(_checks(flat, features, scores))
+
+
+def test_a_missing_input_alarms(profile: ReferenceProfile) -> None:
+    features, scores = _world(np.random.default_rng(9))
+    features["COUNT"][: N // 20] = np.nan
+    checks = _checks(profile, features, scores)
+    assert "missing:COUNT" in _alarms(checks)
+    assert checks["missing:COUNT"].value == pytest.approx(0.05)
+
+
+def test_a_shifted_input_alarms_as_drift(profile: ReferenceProfile) -> None:
+    features, scores = _world(np.random.default_rng(10))
+    features["AMOUNT"] = features["AMOUNT"] * 1.8
+    checks = _checks(profile, features, scores)
+    assert "drift:AMOUNT" in _alarms(checks)
+    assert checks["drift:AMOUNT"].value is not None and checks["drift:AMOUNT"].value > 0.2
+
+
+def test_champion_and_challenger_disagreeing_alarms(profile: ReferenceProfile) -> None:
+    features, scores = _world(np.random.default_rng(11))
+    rng = np.random.default_rng(12)
+    challenger = np.where(rng.random(N) < 0.1, 1.0 - scores, scores)  # flips 10% of decisions
+    checks = _checks(profile, features, scores, challenger_scores=challenger)
+    assert "disagreement" in _alarms(checks)
+    # and a challenger with NaN where it did not run is judged on the rows it scored
+    partial = np.where(rng.random(N) < 0.5, np.nan, scores)
+    assert _checks(profile, features, scores, challenger_scores=partial)["disagreement"].value == 0
+
+
+def test_too_few_rows_are_insufficient_not_an_alarm(profile: ReferenceProfile) -> None:
+    features, _ = _world(np.random.default_rng(13), 50)
+    drift = drift_report(profile, features, np.zeros(50), threshold=THRESHOLD)
+    (check,) = silent_failure_checks(profile, drift, np.zeros(50), threshold=THRESHOLD)
+    assert check.status == "insufficient"
+
+
+def test_high_risk_share_without_reference_or_baseline_is_insufficient() -> None:
+    # a quantile histogram of fraud scores ends far below the threshold
+    scores = np.random.default_rng(14).beta(0.3, 60.0, 20_000)
+    histogram = _hist(scores)
+    assert histogram.edges[-1] < THRESHOLD
+    assert reference_share_at_least(histogram, THRESHOLD) is None
+    profile = ReferenceProfile(features={}, score=histogram)
+    drift = drift_report(profile, {}, scores[:N], threshold=THRESHOLD)
+    checks = {c.detector: c for c in silent_failure_checks(profile, drift, scores[:N],
+                                                            threshold=THRESHOLD)}  # fmt: skip
+    assert checks["high_risk_share"].status == "insufficient"
+
+
+def test_reference_share_interpolates_within_the_bin() -> None:
+    histogram = _hist(np.linspace(0.0, 1.0, 10_001))
+    assert reference_share_at_least(histogram, 0.25) == pytest.approx(0.75, abs=0.01)
+    assert reference_share_at_least(histogram, -1.0) == pytest.approx(1.0)
+
+
+def test_volume_check_catches_lost_records_and_silence() -> None:
+    assert volume_check(1_000, 1_000, "stream").status == "ok"
+    assert volume_check(1_000, 950, "stream").status == "alarm"
+    silent = volume_check(1_000, 0, "stream")
+    assert silent.status == "alarm" and silent.value == 0
+    assert volume_check(0, 0, "stream").status == "ok"
+    assert volume_check(0, 5, "stream").status == "warn"
+
+
+def _day(
+    day: str, ap: float | None, role: Literal["champion", "challenger"] = "champion"
+) -> DailyPerformance:
+    return DailyPerformance(
+        day=day, model_version="v", role=role, rows=1000, frauds=10, auc_roc=0.9,
+        average_precision=ap, card_precision_at_100=0.3,
+    )  # fmt: skip
+
+
+def test_ap_below_the_floor_alarms_on_the_latest_labelled_day() -> None:
+    limits = MonitorThresholds(ap_floor=0.3)
+    assert performance_check([_day("2018-09-01", 0.6)], limits).status == "ok"
+    low = performance_check([_day("2018-09-01", 0.6), _day("2018-09-02", 0.2)], limits)
+    assert low.status == "alarm" and "2018-09-02" in low.detail
+    # the challenger's AP never alarms for the champion; no labelled day is insufficient
+    assert performance_check([_day("2018-09-02", 0.1, "challenger")]).status == "insufficient"
+    assert performance_check([_day("2018-09-02", None)]).status == "insufficient"
