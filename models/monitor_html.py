@@ -1,120 +1,205 @@
-"""The monitor's report as one self-contained HTML page: the alarms first, then the plots
-people would rather look at than read (score distribution against the reference, PSI per
-input per day, daily AP and CP@100 per model version, volumes). matplotlib through the Agg
-canvas only (no pyplot state), figures inlined as PNG."""
+"""The monitor's report as one self-contained HTML page: the alarms first, then the charts
+people would rather look at than read (PSI per input per day, the score distribution against
+the reference, daily AP and CP@100 per model version, volumes).
+
+Charts are inline SVG drawn here, with no plotting library: the monitor job runs in the batch
+Lambda bundle, where matplotlib does not fit under Lambda's 250 MB, and ``rtml monitor
+report`` must draw the very same page."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
+import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from models.artifact import ReferenceProfile
 from models.monitor import NOT_ALARMED_DAILY, MonitorReport
 
-_SIZE = (7.5, 3.4)
+WIDTH, HEIGHT = 760, 280
+LEFT, RIGHT, TOP, BOTTOM = 60, 170, 28, 40
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+
+Series = tuple[str, Sequence[float | None], str, bool]
+"""(label, values, colour, dashed)."""
 
 
-def _figure(title: str) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=_SIZE, dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    return fig, ax
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
 
 
-def _png(fig: Any) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return base64.b64encode(buffer.getvalue()).decode()
+def line_chart(
+    title: str,
+    xs: Sequence[str],
+    series: Sequence[Series],
+    *,
+    y_max: float | None = None,
+    rules: Sequence[tuple[float, str]] = (),
+    y_label: str = "",
+) -> str:
+    """An SVG line chart of series over categorical x labels (days); None leaves a gap."""
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    values = [v for _, ys, _, _ in series for v in ys if v is not None and math.isfinite(v)]
+    top = y_max if y_max is not None else max([*values, *(r for r, _ in rules), 1e-9]) * 1.1
+    n = max(len(xs), 2)
+
+    def x(i: int) -> float:
+        return LEFT + plot_w * i / (n - 1)
+
+    def y(v: float) -> float:
+        return TOP + plot_h * (1 - min(max(v, 0.0), top) / top)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+             f'font-family="sans-serif" font-size="10">',
+             f'<text x="{LEFT}" y="16" font-size="12">{html.escape(title)}</text>',
+             f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" '
+             f'stroke="#999"/>']  # fmt: skip
+    for k in range(5):
+        v = top * k / 4
+        parts.append(f'<text x="{LEFT - 4}" y="{y(v) + 3:.1f}" text-anchor="end">{_fmt(v)}</text>')
+        parts.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                     f'stroke="#eee"/>')  # fmt: skip
+    step = max(1, len(xs) // 8)
+    for i in range(0, len(xs), step):
+        parts.append(f'<text x="{x(i):.1f}" y="{TOP + plot_h + 14}" text-anchor="middle">'
+                     f"{html.escape(xs[i][5:])}</text>")  # fmt: skip
+    for value, colour in rules:
+        parts.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(value):.1f}" '
+                     f'y2="{y(value):.1f}" stroke="{colour}" stroke-dasharray="4 3"/>')  # fmt: skip
+    for k, (label, ys, colour, dashed) in enumerate(series):
+        runs: list[list[str]] = [[]]
+        for i, point in enumerate(ys):
+            if point is None or not math.isfinite(point):
+                runs.append([])
+            else:
+                runs[-1].append(f"{x(i):.1f},{y(point):.1f}")
+        dash = ' stroke-dasharray="5 3"' if dashed else ""
+        for run in runs:
+            if len(run) > 1:
+                parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5"{dash} '
+                             f'points="{" ".join(run)}"/>')  # fmt: skip
+            elif run:
+                cx, cy = run[0].split(",")
+                parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{colour}"/>')
+        ly = TOP + 12 * k + 6
+        parts.append(f'<line x1="{WIDTH - RIGHT + 8}" x2="{WIDTH - RIGHT + 24}" y1="{ly}" '
+                     f'y2="{ly}" stroke="{colour}"{dash} stroke-width="2"/>')  # fmt: skip
+        parts.append(
+            f'<text x="{WIDTH - RIGHT + 28}" y="{ly + 3}">{html.escape(label[:24])}</text>'
+        )
+    if y_label:
+        mid = TOP + plot_h / 2
+        parts.append(f'<text x="12" y="{mid}" transform="rotate(-90 12 {mid})" '
+                     f'text-anchor="middle">{html.escape(y_label)}</text>')  # fmt: skip
+    parts.append("</svg>")
+    return "".join(parts)
 
 
-def _dates(days: list[str]) -> Any:
-    return np.array(days, dtype="datetime64[D]")
-
-
-def psi_figure(report: MonitorReport) -> Any:
-    fig, ax = _figure("PSI against the reference, per model input and day")
-    days = [d.day for d in report.days if d.psi]
+def psi_chart(report: MonitorReport) -> str:
+    days = [d.day for d in report.days]
     names = sorted({n for d in report.days for n in d.psi} - set(NOT_ALARMED_DAILY))
-    x = _dates(days)
-    by_day = {d.day: d for d in report.days}
-    for name in names:
-        values = [by_day[day].psi.get(name, np.nan) for day in days]
-        peak = np.nanmax(values) if values else 0.0
-        style = "-" if peak > report.thresholds.warn else ":"
-        ax.plot(x, values, style, linewidth=1.2 if style == "-" else 0.7,
-                label=name if peak > report.thresholds.warn else None)  # fmt: skip
-    ax.plot(x, [by_day[day].score_psi for day in days], "k-", linewidth=2, label="score")
-    ax.axhline(report.thresholds.warn, color="orange", linestyle="--", linewidth=0.8)
-    ax.axhline(report.thresholds.alarm, color="red", linestyle="--", linewidth=0.8)
-    ax.set_yscale("symlog", linthresh=0.05)
-    ax.set_ylim(bottom=0)
-    ax.set_ylabel("PSI (0.1 warn, 0.2 alarm)")
-    ax.legend(fontsize=6, loc="upper left", ncols=2)
-    fig.autofmt_xdate()
-    return fig
+    peaks = {n: max((d.psi.get(n, 0.0) for d in report.days), default=0.0) for n in names}
+    shown = sorted(names, key=lambda n: -peaks[n])[:9]
+    series: list[Series] = [("score", [d.score_psi if d.rows else None for d in report.days],
+                             "#000", False)]  # fmt: skip
+    series += [(n, [d.psi.get(n) for d in report.days], PALETTE[k % len(PALETTE)], True)
+               for k, n in enumerate(shown)]  # fmt: skip
+    top = max([report.thresholds.alarm * 1.5, *(peaks[n] for n in shown)]) * 1.05
+    return line_chart("PSI against the reference, per day (the 9 inputs that moved most)", days,
+                      series, y_max=min(top, 5.0),
+                      rules=[(report.thresholds.warn, "orange"), (report.thresholds.alarm, "red")],
+                      y_label="PSI")  # fmt: skip
 
 
-def score_figure(
-    profile: ReferenceProfile, early: np.ndarray, late: np.ndarray, labels: tuple[str, str]
-) -> Any:
-    fig, ax = _figure("Score distribution: reference (training) and the period")
+def score_chart(profile: ReferenceProfile, scores_by_day: dict[str, np.ndarray]) -> str:
+    """Share of transactions per reference score bin: the reference and each half of the
+    period (bins are the reference's quantiles, so the reference is flat by construction)."""
     histogram = profile.score
     edges = np.asarray(histogram.edges, dtype=np.float64)
-    counts = np.asarray(histogram.counts, dtype=np.float64)
-    share = counts / max(counts.sum(), 1.0)
-    centers = np.concatenate([[edges[0]], (edges[:-1] + edges[1:]) / 2, [edges[-1]]])
-    ax.step(centers, share, where="mid", color="black", label="reference")
-    for values, label in ((early, labels[0]), (late, labels[1])):
+    reference = np.asarray(histogram.counts, dtype=np.float64)
+    days = sorted(scores_by_day)
+    half = len(days) // 2
+    labels = [f"<{_fmt(edges[0])}", *(f"{_fmt(e)}+" for e in edges)]
+    series: list[Series] = [("reference", list(reference / max(reference.sum(), 1.0)), "#000",
+                             False)]  # fmt: skip
+    for k, chosen in enumerate((days[:half], days[half:])):
+        values = np.concatenate([scores_by_day[d] for d in chosen] or [np.array([])])
         if values.size:
-            observed = np.bincount(np.searchsorted(edges, values, side="right"),
-                                   minlength=len(counts)) / values.size  # fmt: skip
-            ax.step(centers, observed, where="mid", label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("fraud probability")
-    ax.set_ylabel("share of transactions")
-    ax.legend(fontsize=7)
-    return fig
+            counts = np.bincount(np.searchsorted(edges, values, side="right"),
+                                 minlength=len(reference))  # fmt: skip
+            name = f"{chosen[0][5:]}..{chosen[-1][5:]}"
+            series.append((name, list(counts / values.size), PALETTE[k], True))
+    return line_chart("Score distribution over the reference's bins", labels, series,
+                      y_label="share")  # fmt: skip
 
 
-def performance_figure(report: MonitorReport) -> Any:
-    fig, ax = _figure("Label-based quality per day (labels known a week later)")
-    series: dict[tuple[str, str], list[Any]] = {}
-    for p in report.performance:
-        series.setdefault((p.role, p.model_version), []).append(p)
-    for (role, version), unsorted in sorted(series.items()):
-        rows = sorted(unsorted, key=lambda p: p.day)
-        x = _dates([p.day for p in rows])
-        ax.plot(x, [p.average_precision for p in rows], "-o", markersize=2,
-                label=f"AP {role} {version}")  # fmt: skip
-        ax.plot(x, [p.card_precision_at_100 for p in rows], "--", linewidth=1,
-                label=f"CP@100 {role} {version}")  # fmt: skip
-    ax.axhline(report.thresholds.ap_floor, color="red", linestyle=":", linewidth=0.8)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=6)
-    fig.autofmt_xdate()
-    return fig
+def performance_chart(report: MonitorReport) -> str:
+    days = sorted({p.day for p in report.performance}) or [report.start]
+    series: list[Series] = []
+    keys = sorted({(p.role, p.model_version) for p in report.performance})
+    for k, (role, version) in enumerate(keys):
+        by_day = {p.day: p for p in report.performance
+                  if (p.role, p.model_version) == (role, version)}  # fmt: skip
+        colour = PALETTE[k % len(PALETTE)]
+        series.append((f"AP {role} {version[:8]}",
+                       [by_day[d].average_precision if d in by_day else None for d in days],
+                       colour, False))  # fmt: skip
+        series.append((f"CP@100 {role} {version[:8]}",
+                       [by_day[d].card_precision_at_100 if d in by_day else None for d in days],
+                       colour, True))  # fmt: skip
+    return line_chart("Label-based quality per day (labels known a week later)", days, series,
+                      y_max=1.0, rules=[(report.thresholds.ap_floor, "red")])  # fmt: skip
 
 
-def volume_figure(report: MonitorReport) -> Any:
-    fig, ax = _figure("Volumes: transactions in and predictions archived, per day")
-    x = _dates([d.day for d in report.days])
-    ax.plot(x, [d.transactions_in for d in report.days], "-", label="transactions in")
-    ax.plot(x, [d.rows for d in report.days], "--", label="predictions")
-    share = [d.high_risk_share or 0.0 for d in report.days]
-    twin = ax.twinx()
-    twin.plot(x, share, ":", color="red", label="high-risk share")
-    twin.set_ylabel("high-risk share")
-    ax.legend(fontsize=7, loc="lower left")
-    fig.autofmt_xdate()
-    return fig
+def volume_chart(report: MonitorReport) -> str:
+    days = [d.day for d in report.days]
+    return line_chart("Transactions in and predictions archived, per day", days, [
+        ("transactions in", [float(d.transactions_in) for d in report.days], "#1f77b4", False),
+        ("predictions", [float(d.rows) for d in report.days], "#ff7f0e", True),
+    ])  # fmt: skip
+
+
+def render(
+    report: MonitorReport,
+    profile: ReferenceProfile,
+    scores_by_day: dict[str, np.ndarray],
+    *,
+    title: str = "rtml monitoring report",
+    notes: Sequence[str] = (),
+) -> str:
+    """The page: summary, the first alarm of each detector, the charts, every alarm."""
+    charts = [psi_chart(report), score_chart(profile, scores_by_day), performance_chart(report),
+              volume_chart(report)]  # fmt: skip
+    none = "<tr><td colspan=2>none</td></tr>"
+    first = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
+        for k, v in sorted(report.first_alarm.items(), key=lambda kv: (kv[1], kv[0]))
+    )
+    alarms = "".join(
+        f"<tr><td>{html.escape(day)}</td><td>{html.escape(c.detector)}</td>"
+        f"<td>{'' if c.value is None else _fmt(c.value)}</td>"
+        f"<td>{'' if c.bound is None else _fmt(c.bound)}</td>"
+        f"<td>{html.escape(c.detail)}</td></tr>"
+        for day, c in report.alarms
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:800px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px}}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{report.start} to {report.end}, labels known by {report.as_of};
+{sum(d.rows for d in report.days)} predictions; threshold {report.threshold};
+{len(report.alarms)} alarms.</p>
+{"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
+<h2>First alarm of each detector</h2>
+<table><tr><th>detector</th><th>first day</th></tr>{first or none}</table>
+{"".join(f"<p>{chart}</p>" for chart in charts)}
+<h2>Every alarm</h2>
+<table><tr><th>day</th><th>detector</th><th>value</th><th>bound</th><th>what</th></tr>{alarms}</table>
+</body></html>"""
 
 
 def write_html(
@@ -124,48 +209,8 @@ def write_html(
     path: Path,
     *,
     title: str = "rtml monitoring report",
-    notes: list[str] | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
-    """The page: summary, alarms by detector (first day), every alarm, the plots."""
-    days = sorted(scores_by_day)
-    half = len(days) // 2
-    early = np.concatenate([scores_by_day[d] for d in days[:half]] or [np.array([])])
-    late = np.concatenate([scores_by_day[d] for d in days[half:]] or [np.array([])])
-    labels = (f"{days[0]}..{days[half - 1]}" if half else "first half",
-              f"{days[half]}..{days[-1]}" if days else "second half")  # fmt: skip
-    figures = [
-        psi_figure(report),
-        score_figure(profile, early, late, labels),
-        performance_figure(report),
-        volume_figure(report),
-    ]
-    first = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
-        for k, v in sorted(report.first_alarm.items(), key=lambda kv: (kv[1], kv[0]))
-    )
-    alarms = "".join(
-        f"<tr><td>{html.escape(day)}</td><td>{html.escape(c.detector)}</td>"
-        f"<td>{'' if c.value is None else f'{c.value:.4g}'}</td>"
-        f"<td>{'' if c.bound is None else f'{c.bound:.4g}'}</td>"
-        f"<td>{html.escape(c.detail)}</td></tr>"
-        for day, c in report.alarms
-    )
-    none = "<tr><td colspan=2>none</td></tr>"
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px}}
-img{{max-width:100%}}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>{report.start} to {report.end}, labels known by {report.as_of};
-{sum(d.rows for d in report.days)} predictions; threshold {report.threshold};
-{len(report.alarms)} alarms.</p>
-{"".join(f"<p>{html.escape(n)}</p>" for n in notes or [])}
-<h2>First alarm of each detector</h2>
-<table><tr><th>detector</th><th>first day</th></tr>{first or none}</table>
-{"".join(f'<p><img src="data:image/png;base64,{_png(f)}"></p>' for f in figures)}
-<h2>Every alarm</h2>
-<table><tr><th>day</th><th>detector</th><th>value</th><th>bound</th><th>what</th></tr>{alarms}</table>
-</body></html>"""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body)
+    path.write_text(render(report, profile, scores_by_day, title=title, notes=notes))
     return path
