@@ -28,8 +28,9 @@ REASONS: Final[dict[str, str]] = {
         " adds them for active tracing and logging); every other statement is scoped."
     ),
     "AwsSolutions-IAM5[Resource::<Function.Arn>:*]": (
-        "Step Functions' Lambda task may invoke the function's versions and aliases"
-        " (function ARN plus ':*'); it is still the one function."
+        "Step Functions' Lambda task, or EventBridge Scheduler's target role, may invoke the"
+        " function's versions and aliases (function ARN plus ':*'); it is still the one"
+        " function."
     ),
     "AwsSolutions-IAM5[Resource::<Bucket.Arn>/*]": (
         "A Distributed Map's S3 item reader reads the item file whose key the plan task"

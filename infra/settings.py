@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from models.contracts import MonitorThresholds
+
 ENVIRONMENTS_CONTEXT_KEY: Final = "rtml:environments"
 """Context key holding one settings object per environment name."""
 
@@ -209,6 +211,28 @@ class BatchPathSettings(BaseModel):
     """Unzipped size the batch bundle (numpy, pyarrow) may reach; Lambda allows 250 MB."""
 
 
+class MonitorPathSettings(BaseModel):
+    """The scheduled monitor job, its alarms and the stage's dashboard."""
+
+    model_config = _STRICT
+
+    schedule: str = "cron(45 3 * * ? *)"
+    """EventBridge Scheduler expression; a run checks the last complete UTC day."""
+
+    timezone: str = "UTC"
+    schedule_enabled: bool = True
+    window_days: int = Field(default=8, ge=1, le=60)
+    """Days each run reads: the checked day and the week before (the high-risk baseline)."""
+
+    memory_mb: int = Field(default=2048, ge=128, le=10240)
+    timeout_seconds: int = Field(default=600, ge=60, le=900)
+    thresholds: MonitorThresholds = MonitorThresholds()
+    """Every detector's bound (``models.contracts.MonitorThresholds``; README lists them)."""
+
+    silence_minutes: int = Field(default=15, ge=5, le=1440)
+    """Alarm when records arrive on the stream but none is scored for this long."""
+
+
 class EnvSettings(BaseModel):
     """Settings of one deployment environment (a CDK stage holding the rtml stack)."""
 
@@ -247,6 +271,9 @@ class EnvSettings(BaseModel):
 
     batch: BatchPathSettings = BatchPathSettings()
     """The scheduled batch job (Step Functions)."""
+
+    monitor: MonitorPathSettings = MonitorPathSettings()
+    """The monitor job, its detectors' alarms, the dashboard."""
 
     @field_validator("log_retention_days")
     @classmethod

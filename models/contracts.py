@@ -407,3 +407,63 @@ ENV_REGISTRY: Final = "RTML_REGISTRY"
 """Env var holding the registry URI (``s3://bucket/prefix`` or ``file://dir``)."""
 ENV_ACTOR: Final = "RTML_ACTOR"
 """Env var naming who changes an alias (CI sets it); else the OS user."""
+
+ENV_MONITOR_PREFIX: Final = "RTML_MONITOR_PREFIX"
+"""Where the monitor job writes its reports in the data bucket."""
+ENV_MONITOR_WINDOW_DAYS: Final = "RTML_MONITOR_WINDOW_DAYS"
+ENV_MONITOR_THRESHOLDS: Final = "RTML_MONITOR_THRESHOLDS"
+"""JSON of ``models.monitoring.MonitorThresholds`` (every detector's bound)."""
+MONITOR_PREFIX: Final = "monitoring"
+
+MONITOR_ALARM_METRICS: Final[dict[str, str]] = {
+    "drift": "MonitorDriftAlarms",
+    "constant": "MonitorConstantInputs",
+    "missing": "MonitorMissingInputs",
+    "high_risk_share": "MonitorHighRiskShareAlarm",
+    "mean_score": "MonitorMeanScoreAlarm",
+    "disagreement": "MonitorDisagreementAlarm",
+    "volume": "MonitorVolumeAlarm",
+    "ap_floor": "MonitorApFloorAlarm",
+}
+"""Detector kind (the part of a check's name before ':') -> the EMF metric the monitor job
+publishes for the day it checks (the alarms in infra watch these names)."""
+
+
+# --- monitoring thresholds (pure pydantic: infra settings validate them at synth) ------------
+
+PSI_WARN: Final = 0.1
+PSI_ALARM: Final = 0.2
+
+Status = Literal["ok", "warn", "alarm"]
+
+
+class DriftThresholds(BaseModel):
+    """When a PSI is a warning or an alarm (settings; the defaults are the usual ones)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    warn: float = Field(default=PSI_WARN, gt=0)
+    alarm: float = Field(default=PSI_ALARM, gt=0)
+    missing_rate_alarm: float = Field(default=0.01, ge=0, le=1)
+    """Share of missing (NaN or infinite) values of an input above which it alarms."""
+
+    def status(self, psi: float) -> Status:
+        return "alarm" if psi > self.alarm else "warn" if psi > self.warn else "ok"
+
+
+class MonitorThresholds(DriftThresholds):
+    """Every detector's bound (settings; the defaults are documented in the README)."""
+
+    high_risk_factor: float = Field(default=3.0, gt=1)
+    """Alarm when the share of high-risk decisions is this many times the reference's, or
+    this many times smaller (a model stuck at 0 or 1 moves it at once)."""
+    mean_score_factor: float = Field(default=2.0, gt=1)
+    """The same bound on the mean score against the reference's mean."""
+    disagreement_alarm: float = Field(default=0.05, ge=0, le=1)
+    """Share of transactions on which champion and challenger decide differently."""
+    ap_floor: float = Field(default=0.3, ge=0, le=1)
+    """Label-based average precision of a day below which the champion alarms."""
+    volume_ratio_alarm: float = Field(default=0.99, ge=0, le=1)
+    """Predictions per transaction in below which a path is losing records."""
+    min_rows: int = Field(default=200, ge=1)
+    """Fewer rows than this: distribution checks say ``insufficient``, never alarm."""

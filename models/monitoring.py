@@ -21,27 +21,18 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.artifact import Histogram, ReferenceProfile
+from models.contracts import (
+    PSI_ALARM,
+    PSI_WARN,
+    DriftThresholds,
+    MonitorThresholds,
+    Status,
+)
+
+__all__ = ["PSI_ALARM", "PSI_WARN", "DriftThresholds", "MonitorThresholds", "Status"]
 
 PSI_FLOOR: Final = 1e-4
 """Smallest share a bin is given (an empty bin would make PSI infinite)."""
-PSI_WARN: Final = 0.1
-PSI_ALARM: Final = 0.2
-
-Status = Literal["ok", "warn", "alarm"]
-
-
-class DriftThresholds(BaseModel):
-    """When a PSI is a warning or an alarm (settings; the defaults are the usual ones)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    warn: float = Field(default=PSI_WARN, gt=0)
-    alarm: float = Field(default=PSI_ALARM, gt=0)
-    missing_rate_alarm: float = Field(default=0.01, ge=0, le=1)
-    """Share of missing (NaN or infinite) values of an input above which it alarms."""
-
-    def status(self, psi: float) -> Status:
-        return "alarm" if psi > self.alarm else "warn" if psi > self.warn else "ok"
 
 
 class ColumnDrift(BaseModel):
@@ -178,24 +169,6 @@ def drift_report(
 # --- silent failure, decay and volume: the monitor's checks ------------------------------------
 
 CheckStatus = Literal["ok", "warn", "alarm", "insufficient"]
-
-
-class MonitorThresholds(DriftThresholds):
-    """Every detector's bound (settings; the defaults are documented in the README)."""
-
-    high_risk_factor: float = Field(default=3.0, gt=1)
-    """Alarm when the share of high-risk decisions is this many times the reference's, or
-    this many times smaller (a model stuck at 0 or 1 moves it at once)."""
-    mean_score_factor: float = Field(default=2.0, gt=1)
-    """The same bound on the mean score against the reference's mean."""
-    disagreement_alarm: float = Field(default=0.05, ge=0, le=1)
-    """Share of transactions on which champion and challenger decide differently."""
-    ap_floor: float = Field(default=0.3, ge=0, le=1)
-    """Label-based average precision of a day below which the champion alarms."""
-    volume_ratio_alarm: float = Field(default=0.99, ge=0, le=1)
-    """Predictions per transaction in below which a path is losing records."""
-    min_rows: int = Field(default=200, ge=1)
-    """Fewer rows than this: distribution checks say ``insufficient``, never alarm."""
 
 
 class Check(BaseModel):

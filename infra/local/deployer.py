@@ -45,6 +45,7 @@ LOCAL_DIFFERENCES: Final[dict[str, str]] = {
         " shard's batches one at a time (order per partition key is kept either way)"
     ),
     "AWS::CloudWatch::Alarm": "created; moto never evaluates alarms against metrics",
+    "AWS::CloudWatch::Dashboard": "stored in moto (get-dashboard returns it); nothing renders it",
     "AWS::ApiGateway::RestApi": (
         "created in moto and served by rtml's front (infra/local/apigateway.py) at"
         " http://127.0.0.1:<port+1>/<stage>/: routes, API keys, usage plan rate, burst and"
@@ -684,6 +685,15 @@ def _alarm(d: Deployer, logical_id: str, p: dict[str, Any]) -> Created:
         args["Metrics"] = [_metric_query(m) for m in args["Metrics"]]
     d.client("cloudwatch").put_metric_alarm(AlarmName=name, **args)
     return Created(name, {"Arn": d.arn("cloudwatch", f"alarm:{name}")})
+
+
+@handles("AWS::CloudWatch::Dashboard", "DashboardName", "DashboardBody")
+def _dashboard(d: Deployer, logical_id: str, p: dict[str, Any]) -> Created:
+    name = p.get("DashboardName") or physical_name(d.stack_name, logical_id, limit=255)
+    body = p["DashboardBody"]
+    json.loads(body)  # the resolved body must be the JSON CloudWatch gets
+    d.client("cloudwatch").put_dashboard(DashboardName=name, DashboardBody=body)
+    return Created(name)
 
 
 def _metric_query(query: dict[str, Any]) -> dict[str, Any]:

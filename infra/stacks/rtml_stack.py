@@ -13,6 +13,7 @@ from infra.constructs.batch_scoring import BatchScoring
 from infra.constructs.data_bucket import DataBucket
 from infra.constructs.feature_state_table import FeatureStateTable
 from infra.constructs.latest_scores_table import LatestScoresTable
+from infra.constructs.monitoring import Monitoring
 from infra.constructs.predict_api import PredictApi
 from infra.constructs.stream_scoring import StreamScoring
 from infra.settings import EnvSettings
@@ -49,6 +50,9 @@ class RtmlStack(cdk.Stack):
 
     batch: BatchScoring
     """The scheduled batch job (Step Functions)."""
+
+    monitoring: Monitoring
+    """The monitor job, the detectors' alarms and the dashboard."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, settings: EnvSettings, **kwargs: Any
@@ -97,6 +101,17 @@ class RtmlStack(cdk.Stack):
             latest_scores=self.latest_scores.table,
             alarm_topic=self.alarm_topic.topic,
         )
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            settings=settings,
+            data_bucket=self.data.bucket,
+            registry_bucket=self.artifacts.bucket,
+            alarm_topic=self.alarm_topic.topic,
+            stream=self.stream,
+            api=self.predict_api,
+            batch=self.batch,
+        )
         outputs = {
             "ArtifactsBucket": self.artifacts.bucket.bucket_name,
             "DataBucket": self.data.bucket.bucket_name,
@@ -114,6 +129,8 @@ class RtmlStack(cdk.Stack):
             "ApiFunction": self.predict_api.function.function.function_name,
             "BatchStateMachine": self.batch.state_machine.state_machine_arn,
             "BatchPrefix": settings.batch.prefix,
+            "MonitorFunction": self.monitoring.function.function.function_name,
+            "Dashboard": self.monitoring.dashboard.dashboard_name,
         }
         if self.predict_api.key is not None:  # the id only: the value never leaves API Gateway
             outputs["ApiKeyId"] = self.predict_api.key.key_id

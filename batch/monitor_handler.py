@@ -1,0 +1,152 @@
+"""The scheduled monitor job: a Lambda that checks the last days of the prediction archive.
+
+Daily (EventBridge Scheduler), for the last complete UTC day and the week before it (the
+baseline): reads the stream's archive and the transactions (volumes, labels known a week
+later) from S3, runs ``models.monitor.monitor_period`` against the champion's reference
+profile, writes ``<monitor prefix>/reports/date=<day>/report.json`` and ``report.html``, and
+publishes one EMF metric per detector kind for the day (``MONITOR_ALARM_METRICS``), which the
+alarms in infra watch. Runs from the batch bundle (numpy, pyarrow).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import Field
+
+from models import contracts as c
+
+logger = Logger(service="rtml-monitor")
+metrics = Metrics(namespace="rtml", service="monitor")
+
+
+class MonitorSettings(c.EnvSettings):
+    """The monitor function's environment (names in models.contracts)."""
+
+    bucket: str = Field(alias=c.ENV_DATA_BUCKET)
+    archive_prefix: str = Field(c.ARCHIVE_PREFIX, alias=c.ENV_ARCHIVE_PREFIX)
+    report_prefix: str = Field(c.MONITOR_PREFIX, alias=c.ENV_MONITOR_PREFIX)
+    registry: str = Field(alias=c.ENV_REGISTRY)
+    model_name: str = Field(c.DEFAULT_MODEL_NAME, alias=c.ENV_MODEL_NAME)
+    threshold: float = Field(0.5, ge=0, le=1, alias=c.ENV_DECISION_THRESHOLD)
+    window_days: int = Field(8, ge=1, le=60, alias=c.ENV_MONITOR_WINDOW_DAYS)
+    thresholds: str = Field("{}", alias=c.ENV_MONITOR_THRESHOLDS)
+
+
+@cache
+def _settings() -> MonitorSettings:
+    return MonitorSettings.from_env()
+
+
+@cache
+def _clients() -> tuple[Any, Any]:
+    import boto3
+
+    from models.registry import open_registry
+
+    s3 = boto3.client("s3")
+    return s3, open_registry(_settings().registry, s3_client=s3)
+
+
+def _day(event: dict[str, Any]) -> date:
+    """``date``, or the last UTC day complete at ``scheduled_time``."""
+    if event.get("date"):
+        try:
+            return date.fromisoformat(str(event["date"]))
+        except ValueError:
+            raise ValueError(f"date: expected YYYY-MM-DD, got {event['date']!r}") from None
+    if event.get("scheduled_time"):
+        try:
+            at = datetime.fromisoformat(str(event["scheduled_time"]).replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"scheduled_time: {event['scheduled_time']!r}") from None
+        return at.astimezone(UTC).date() - timedelta(days=1)
+    raise ValueError("date: missing (give date=YYYY-MM-DD, or scheduled_time)")
+
+
+def check_day(s3: Any, model: Any, settings: MonitorSettings, day: date) -> Any:
+    """The report of the window ending ``day`` (labels known by the day after)."""
+    import numpy as np
+
+    from models.contracts import TRANSACTIONS_COLUMNS, TRANSACTIONS_PREFIX
+    from models.monitor import monitor_period, read_archive_s3
+    from models.monitoring import MonitorThresholds
+    from models.s3_datasets import read_days
+
+    start = day - timedelta(days=settings.window_days - 1)
+    names = list(model.manifest.feature_names)
+    archive = read_archive_s3(s3, settings.bucket, settings.archive_prefix, start=start,
+                              end=day, feature_names=names)  # fmt: skip
+    days = [start + timedelta(days=k) for k in range(settings.window_days)]
+    transactions = read_days(s3, settings.bucket, TRANSACTIONS_PREFIX, days, TRANSACTIONS_COLUMNS)
+    tx_days = transactions.column("TX_DATETIME").to_numpy().astype("datetime64[D]")
+    counted = np.unique(tx_days, return_counts=True)
+    labels = dict(zip(transactions.column("TRANSACTION_ID").to_pylist(),
+                      transactions.column("TX_FRAUD").to_pylist(), strict=True))  # fmt: skip
+    report = monitor_period(
+        model.manifest.reference, archive, start=start, end=day,
+        transactions_in={str(d): int(n) for d, n in zip(*counted, strict=True)},
+        labels=labels, threshold=settings.threshold, as_of=day + timedelta(days=1),
+        thresholds=MonitorThresholds.model_validate(json.loads(settings.thresholds)),
+    )  # fmt: skip
+    scores = {d.day: archive.score[archive.day == np.datetime64(d.day)] for d in report.days}
+    return report, scores
+
+
+def alarm_counts(report: Any, day: date) -> dict[str, int]:
+    """Alarms per detector kind on ``day`` (and the AP floor of the newest labelled day)."""
+    counts = dict.fromkeys(c.MONITOR_ALARM_METRICS, 0)
+    for report_day in report.days:
+        if report_day.day == day.isoformat():
+            for check in report_day.alarms:
+                kind = check.detector.split(":")[0]
+                if kind in counts:
+                    counts[kind] += 1
+    labelled = [ch for ch in report.performance_checks if ch.status != "insufficient"]
+    if labelled and labelled[-1].status == "alarm":
+        counts["ap_floor"] = 1
+    return counts
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Check the day, write the report, publish a metric per detector kind."""
+    from models.artifact import load_artifact
+    from models.monitor import NOT_ALARMED_DAILY
+    from models.monitor_html import render
+
+    settings = _settings()
+    s3, registry = _clients()
+    day = _day(event)
+    version = registry.resolve(settings.model_name, "champion")
+    model = load_artifact(registry.fetch(settings.model_name, version,
+                                         Path(tempfile.gettempdir()) / "rtml-models"))  # fmt: skip
+    report, scores = check_day(s3, model, settings, day)
+    prefix = f"{settings.report_prefix}/reports/date={day.isoformat()}"
+    s3.put_object(Bucket=settings.bucket, Key=f"{prefix}/report.json",
+                  Body=report.model_dump_json(indent=2).encode(),
+                  ContentType="application/json")  # fmt: skip
+    page = render(report, model.manifest.reference, scores,
+                  title=f"rtml monitoring {day.isoformat()}: {model.manifest.ref}")  # fmt: skip
+    s3.put_object(Bucket=settings.bucket, Key=f"{prefix}/report.html", Body=page.encode(),
+                  ContentType="text/html")  # fmt: skip
+    counts = alarm_counts(report, day)
+    for kind, n in counts.items():
+        metrics.add_metric(c.MONITOR_ALARM_METRICS[kind], MetricUnit.Count, n)
+    today = next((d for d in report.days if d.day == day.isoformat()), None)
+    if today is not None and today.rows:
+        judged = [v for n, v in today.psi.items() if n not in NOT_ALARMED_DAILY]
+        metrics.add_metric("MonitorMaxPsi", MetricUnit.NoUnit, max([today.score_psi, *judged]))
+        metrics.add_metric("MonitorPredictions", MetricUnit.Count, today.rows)
+    logger.info("checked", extra={"day": day.isoformat(), "alarms": counts})
+    return {"day": day.isoformat(), "report": f"s3://{settings.bucket}/{prefix}/report.html",
+            "alarms": counts, "first_alarm": report.first_alarm}  # fmt: skip

@@ -1,0 +1,97 @@
+"""The monitor job on the local stack: fired by its deployed schedule (`rtml local tick`), it
+reads the archive and the transactions from S3 and writes the day's report; the detectors'
+alarms and the dashboard are deployed from the synthesized template."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from infra.local.stack import LocalStack
+from models import contracts as c
+from models import datasets
+from models.artifact import load_artifact
+from models.contracts import TRANSACTIONS_COLUMNS, TRANSACTIONS_PREFIX
+from models.features import table as feature_table
+from models.features.offline import compute_features
+from models.monitor import replay_lines
+from models.registry import open_registry
+from models.s3_datasets import part_key, write_part
+
+pytestmark = pytest.mark.e2e
+DAY = date(2018, 5, 17)
+
+
+@pytest.fixture(scope="module")
+def archived(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> int:
+    """A week of transactions and of the archive the stream would have written for them."""
+    from rtml import cli
+
+    out: Path = tmp_path_factory.mktemp("sim")
+    args = ["simulate", "--customers", "200", "--terminals", "400", "--days", "50",
+            "--radius", "10", "--out", str(out)]  # fmt: skip
+    assert cli.main(args) == 0
+    transactions = datasets.read_dataset(out, TRANSACTIONS_COLUMNS)
+    s3, bucket = stack.client("s3"), stack.info["data_bucket"]
+    days = transactions.column("TX_DATETIME").to_numpy().astype("datetime64[D]")
+    for day in np.unique(days):
+        part = transactions.filter(pa.array(days == day))
+        write_part(s3, bucket, part_key(TRANSACTIONS_PREFIX, day.astype(object), 0), part)
+    registry = open_registry(stack.info["registry"], s3_client=s3)
+    version = registry.resolve(c.DEFAULT_MODEL_NAME, "champion")
+    model = load_artifact(registry.fetch(c.DEFAULT_MODEL_NAME, version,
+                                         tmp_path_factory.mktemp("models")))  # fmt: skip
+    table = feature_table.feature_table(transactions, compute_features(transactions))
+    week = (days >= np.datetime64(DAY - timedelta(days=7))) & (days <= np.datetime64(DAY))
+    lines = replay_lines(table.filter(pa.array(week)), model)
+    for day, day_lines in lines.items():
+        s3.put_object(Bucket=bucket, Key=f"{c.ARCHIVE_PREFIX}/date={day}/replay.jsonl",
+                      Body=("\n".join(day_lines) + "\n").encode())  # fmt: skip
+    return int(week.sum())
+
+
+def test_the_schedule_runs_the_monitor_which_writes_the_days_report(
+    stack: LocalStack, archived: int
+) -> None:
+    from infra.local.schedules import tick
+
+    lambdas = stack.client("lambda")
+
+    def invoke(name: str, payload: str) -> object:
+        response = lambdas.invoke(FunctionName=name, Payload=payload.encode())
+        return {"error": response.get("FunctionError"),
+                "payload": json.loads(response["Payload"].read())}  # fmt: skip
+
+    fired = tick(stack.client("scheduler"), datetime(2018, 5, 18, 3, 45, tzinfo=UTC),
+                 invoke=invoke, start_execution=lambda *args: None)  # fmt: skip
+    (run,) = [f for f in fired if "Monitor" in f["target"]]
+    assert run["result"]["error"] is None, run
+    result = run["result"]["payload"]
+    assert result["day"] == DAY.isoformat()
+    assert set(result["alarms"]) == set(c.MONITOR_ALARM_METRICS)
+    # the report is in S3, as JSON and as the HTML page with its charts
+    s3, bucket = stack.client("s3"), stack.info["data_bucket"]
+    prefix = f"{c.MONITOR_PREFIX}/reports/date={DAY.isoformat()}"
+    report = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/report.json")["Body"].read())
+    assert sum(d["rows"] for d in report["days"]) == archived
+    assert report["days"][-1]["day"] == DAY.isoformat()
+    page = s3.get_object(Bucket=bucket, Key=f"{prefix}/report.html")["Body"].read().decode()
+    assert page.count("<svg") == 4
+
+
+def test_the_detectors_alarms_and_the_dashboard_are_deployed(stack: LocalStack) -> None:
+    cloudwatch = stack.client("cloudwatch")
+    alarms = cloudwatch.describe_alarms()["MetricAlarms"]
+    watched = {a.get("MetricName") for a in alarms}
+    assert set(c.MONITOR_ALARM_METRICS.values()) <= watched
+    assert any(a.get("Metrics") and "IncomingRecords" in json.dumps(a["Metrics"]) for a in alarms)
+    (dashboard,) = cloudwatch.list_dashboards()["DashboardEntries"]
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=dashboard["DashboardName"])[
+        "DashboardBody"])  # fmt: skip
+    titles = {w["properties"].get("title") for w in body["widgets"]}
+    assert {"Throughput per path", "Errors", "Batch runs", "Largest PSI (monitor, batch)"} <= titles
