@@ -1,11 +1,13 @@
 """The scheduled monitor job: a Lambda that checks the last days of the prediction archive.
 
 Daily (EventBridge Scheduler), for the last complete UTC day and the week before it (the
-baseline): reads the stream's archive and the transactions (volumes, labels known a week
-later) from S3, runs ``models.monitor.monitor_period`` against the champion's reference
-profile, writes ``<monitor prefix>/reports/date=<day>/report.json`` and ``report.html``, and
-publishes one EMF metric per detector kind for the day (``MONITOR_ALARM_METRICS``), which the
-alarms in infra watch. Runs from the batch bundle (numpy, pyarrow).
+baseline); hourly (``{"partial": true}``) for the day under way, label-free checks only
+(drift, stuck scores, constant or missing inputs, disagreement; no volume, no labels yet).
+It reads the stream's archive and the transactions (volumes, labels known a week later)
+from S3, runs ``models.monitor.monitor_period`` against the champion's reference profile,
+writes ``<monitor prefix>/reports/date=<day>[/hour=<HH>]/report.json`` and ``report.html``,
+and publishes one EMF metric per detector kind (``MONITOR_ALARM_METRICS``), which the alarms
+in infra watch. Runs from the batch bundle (numpy, pyarrow).
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def _clients() -> tuple[Any, Any]:
 
 
 def _day(event: dict[str, Any]) -> date:
-    """``date``, or the last UTC day complete at ``scheduled_time``."""
+    """``date``, or the last UTC day complete at ``scheduled_time`` (the day under way, for a
+    partial run)."""
     if event.get("date"):
         try:
             return date.fromisoformat(str(event["date"]))
@@ -68,12 +71,16 @@ def _day(event: dict[str, Any]) -> date:
             at = datetime.fromisoformat(str(event["scheduled_time"]).replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(f"scheduled_time: {event['scheduled_time']!r}") from None
-        return at.astimezone(UTC).date() - timedelta(days=1)
+        back = 0 if event.get("partial") else 1
+        return at.astimezone(UTC).date() - timedelta(days=back)
     raise ValueError("date: missing (give date=YYYY-MM-DD, or scheduled_time)")
 
 
-def check_day(s3: Any, model: Any, settings: MonitorSettings, day: date) -> Any:
-    """The report of the window ending ``day`` (labels known by the day after)."""
+def check_day(
+    s3: Any, model: Any, settings: MonitorSettings, day: date, *, partial: bool = False
+) -> Any:
+    """The report of the window ending ``day`` (labels known by the day after; none yet and
+    no volume check for a day still under way)."""
     import numpy as np
 
     from models.contracts import TRANSACTIONS_COLUMNS, TRANSACTIONS_PREFIX
@@ -94,7 +101,8 @@ def check_day(s3: Any, model: Any, settings: MonitorSettings, day: date) -> Any:
     report = monitor_period(
         model.manifest.reference, archive, start=start, end=day,
         transactions_in={str(d): int(n) for d, n in zip(*counted, strict=True)},
-        labels=labels, threshold=settings.threshold, as_of=day + timedelta(days=1),
+        labels=labels, threshold=settings.threshold,
+        as_of=day if partial else day + timedelta(days=1), check_volume=not partial,
         thresholds=MonitorThresholds.model_validate(json.loads(settings.thresholds)),
     )  # fmt: skip
     scores = {d.day: archive.score[archive.day == np.datetime64(d.day)] for d in report.days}
@@ -130,8 +138,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     version = registry.resolve(settings.model_name, "champion")
     model = load_artifact(registry.fetch(settings.model_name, version,
                                          Path(tempfile.gettempdir()) / "rtml-models"))  # fmt: skip
-    report, scores = check_day(s3, model, settings, day)
+    partial = bool(event.get("partial"))
+    report, scores = check_day(s3, model, settings, day, partial=partial)
     prefix = f"{settings.report_prefix}/reports/date={day.isoformat()}"
+    if partial:  # the day so far, kept per hour beside the day's final report
+        hour = str(event.get("scheduled_time", ""))[11:13] or datetime.now(UTC).strftime("%H")
+        prefix += f"/hour={hour}"
     s3.put_object(Bucket=settings.bucket, Key=f"{prefix}/report.json",
                   Body=report.model_dump_json(indent=2).encode(),
                   ContentType="application/json")  # fmt: skip
@@ -140,6 +152,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     s3.put_object(Bucket=settings.bucket, Key=f"{prefix}/report.html", Body=page.encode(),
                   ContentType="text/html")  # fmt: skip
     counts = alarm_counts(report, day)
+    if partial:
+        counts["ap_floor"] = 0  # judged by the daily run, on labels
     for kind, n in counts.items():
         metrics.add_metric(c.MONITOR_ALARM_METRICS[kind], MetricUnit.Count, n)
     today = next((d for d in report.days if d.day == day.isoformat()), None)

@@ -219,6 +219,9 @@ class MonitorPathSettings(BaseModel):
     schedule: str = "cron(45 3 * * ? *)"
     """EventBridge Scheduler expression; a run checks the last complete UTC day."""
 
+    hourly: bool = True
+    """Also check the day under way every hour (label-free checks only)."""
+
     timezone: str = "UTC"
     schedule_enabled: bool = True
     window_days: int = Field(default=8, ge=1, le=60)

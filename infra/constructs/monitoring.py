@@ -48,6 +48,7 @@ class Monitoring(Construct):
 
     function: RtmlFunction
     schedule: scheduler.Schedule
+    hourly: scheduler.Schedule | None
     alarms: list[cloudwatch.Alarm]
     dashboard: cloudwatch.Dashboard
 
@@ -105,6 +106,25 @@ class Monitoring(Construct):
                 retry_attempts=2,
             ),
         )
+        self.hourly = None
+        if monitor.hourly:
+            self.hourly = scheduler.Schedule(
+                self,
+                "Hourly",
+                description="Checks the day under way (label-free checks)",
+                schedule=scheduler.ScheduleExpression.expression("cron(5 * * * ? *)"),
+                enabled=monitor.schedule_enabled,
+                target=targets.LambdaInvoke(
+                    self.function.function,
+                    input=scheduler.ScheduleTargetInput.from_object(
+                        {
+                            "scheduled_time": scheduler.ContextAttribute.scheduled_time,
+                            "partial": True,
+                        }
+                    ),
+                    retry_attempts=0,
+                ),
+            )
         # the scheduler's (stack-wide) target role may invoke the function's versions too
         acknowledge_function_versions(cdk.Stack.of(self), self.function.function)
         self.alarms = self._alarms(settings, stream, alarm_topic)

@@ -95,3 +95,28 @@ def test_the_detectors_alarms_and_the_dashboard_are_deployed(stack: LocalStack) 
         "DashboardBody"])  # fmt: skip
     titles = {w["properties"].get("title") for w in body["widgets"]}
     assert {"Throughput per path", "Errors", "Batch runs", "Largest PSI (monitor, batch)"} <= titles
+
+
+def test_the_hourly_run_checks_the_day_under_way_without_its_volume(
+    stack: LocalStack, archived: int
+) -> None:
+    from infra.local.schedules import tick
+
+    lambdas = stack.client("lambda")
+
+    def invoke(name: str, payload: str) -> object:
+        response = lambdas.invoke(FunctionName=name, Payload=payload.encode())
+        return json.loads(response["Payload"].read())
+
+    fired = tick(stack.client("scheduler"), datetime(2018, 5, 17, 12, 5, tzinfo=UTC),
+                 invoke=invoke, start_execution=lambda *args: None)  # fmt: skip
+    (run,) = [f for f in fired if "Monitor" in f["target"]]
+    assert run["result"]["day"] == DAY.isoformat()
+    assert run["result"]["report"].endswith(f"date={DAY.isoformat()}/hour=12/report.html")
+    s3, bucket = stack.client("s3"), stack.info["data_bucket"]
+    key = f"{c.MONITOR_PREFIX}/reports/date={DAY.isoformat()}/hour=12/report.json"
+    report = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    # only the days whose labels are known by now (a week back) have label-based figures
+    assert all(p["day"] <= (DAY - timedelta(days=7)).isoformat() for p in report["performance"])
+    assert not any(ch["detector"].startswith("volume") for d in report["days"]
+                   for ch in d["checks"])  # fmt: skip
