@@ -175,8 +175,12 @@ def test_schedule_starts_the_machine_daily_with_its_time(
     templates: dict[str, Template], settings: dict[str, EnvSettings], env_name: str
 ) -> None:
     batch = settings[env_name].batch
-    (schedule,) = templates[env_name].find_resources("AWS::Scheduler::Schedule").values()
-    props = schedule["Properties"]
+    (machine_id,) = templates[env_name].find_resources("AWS::StepFunctions::StateMachine")
+    (props,) = [
+        s["Properties"]
+        for s in templates[env_name].find_resources("AWS::Scheduler::Schedule").values()
+        if s["Properties"]["Target"]["Arn"] == {"Ref": machine_id}
+    ]
     assert props["ScheduleExpression"] == batch.schedule
     assert props["ScheduleExpressionTimezone"] == batch.timezone
     assert props["State"] == ("ENABLED" if batch.schedule_enabled else "DISABLED")
