@@ -59,6 +59,19 @@ if m["labelled_day"]:
           f" CP@100 {d['card_precision_at_100']:.3f}")
 PY
 
+echo "== monitoring: the deployed schedule fires the monitor job for $DAY (rtml local tick)"
+NEXT_MORNING="$NEXT"T03:45
+"$RTML" local tick --at "$NEXT_MORNING" --json > .rtml/monitor-tick.json
+"$PY" - <<'PY'
+import json
+fired = json.load(open(".rtml/monitor-tick.json"))["fired"]
+for f in fired:
+    result = f["result"]["payload"] if isinstance(f["result"], dict) else f["result"]
+    if isinstance(result, dict) and "alarms" in result:
+        fired_kinds = [k for k, n in result["alarms"].items() if n]
+        print(f"monitor {result['day']}: alarms {fired_kinds or 'none'}; report {result['report']}")
+PY
+
 echo "== report (waits until the day is scored)"
 "$RTML" local report --in "$DATA/simulated" --date "$DAY" --out .rtml/report.html
 echo "logs: .rtml/logs/   report: .rtml/report.html"
