@@ -36,6 +36,7 @@ class MonitorSettings(c.EnvSettings):
     bucket: str = Field(alias=c.ENV_DATA_BUCKET)
     archive_prefix: str = Field(c.ARCHIVE_PREFIX, alias=c.ENV_ARCHIVE_PREFIX)
     report_prefix: str = Field(c.MONITOR_PREFIX, alias=c.ENV_MONITOR_PREFIX)
+    batch_prefix: str = Field("batch", alias=c.ENV_BATCH_PREFIX)
     registry: str = Field(alias=c.ENV_REGISTRY)
     model_name: str = Field(c.DEFAULT_MODEL_NAME, alias=c.ENV_MODEL_NAME)
     threshold: float = Field(0.5, ge=0, le=1, alias=c.ENV_DECISION_THRESHOLD)
@@ -104,9 +105,25 @@ def check_day(
         labels=labels, threshold=settings.threshold,
         as_of=day if partial else day + timedelta(days=1), check_volume=not partial,
         thresholds=MonitorThresholds.model_validate(json.loads(settings.thresholds)),
+        other_paths={"batch": batch_rows(s3, settings.bucket, settings.batch_prefix, days)},
     )  # fmt: skip
     scores = {d.day: archive.score[archive.day == np.datetime64(d.day)] for d in report.days}
     return report, scores
+
+
+def batch_rows(s3: Any, bucket: str, batch_prefix: str, days: list[date]) -> dict[str, int]:
+    """Rows the batch job scored per day (its latest finished run of the day, any model)."""
+    from models.s3_datasets import list_objects
+
+    found: dict[str, int] = {}
+    for day in days:
+        manifests = [k for k, _ in list_objects(s3, bucket, f"{batch_prefix}/runs/{day}-")
+                     if k.endswith("/manifest.json")]  # fmt: skip
+        for key in manifests:
+            manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            if not manifest.get("backfill"):
+                found[day.isoformat()] = int(manifest["outputs"]["rows"])
+    return found
 
 
 def alarm_counts(report: Any, day: date) -> dict[str, int]:

@@ -206,11 +206,13 @@ def monitor_period(
     thresholds: MonitorThresholds | None = None,
     path: str = "stream",
     check_volume: bool = True,
+    other_paths: Mapping[str, Mapping[str, int]] | None = None,
 ) -> MonitorReport:
     """Every day of [start, end]: drift, silent-failure and volume checks; every day whose
     labels are known by ``as_of`` (default: the end): the champion's and the challenger's
     AUC, AP and CP@100, and the AP floor check on it. ``check_volume=False`` for a day still
-    under way (its transactions are not all in the dataset yet)."""
+    under way (its transactions are not all in the dataset yet). ``other_paths`` (path ->
+    day -> predictions, e.g. a batch run's rows) get a volume check each on those days."""
     limits = thresholds or MonitorThresholds()
     known_by = as_of or end
     days: list[DayReport] = []
@@ -218,11 +220,11 @@ def monitor_period(
     for day in _days(start, end):
         window = predictions.where(predictions.day == np.datetime64(day.isoformat()))
         on_path = int((window.path == path).sum())
-        checks = (
-            [volume_check(int(transactions_in.get(day.isoformat(), 0)), on_path, path, limits)]
-            if check_volume
-            else []
-        )
+        arrived = int(transactions_in.get(day.isoformat(), 0))
+        checks = [volume_check(arrived, on_path, path, limits)] if check_volume else []
+        for other, per_day in (other_paths or {}).items():
+            if check_volume and day.isoformat() in per_day:
+                checks.append(volume_check(arrived, int(per_day[day.isoformat()]), other, limits))
         psi: dict[str, float] = {}
         score_psi, share, mean = 0.0, None, None
         if len(window):

@@ -78,6 +78,7 @@ class Monitoring(Construct):
                 c.ENV_DATA_BUCKET: data_bucket.bucket_name,
                 c.ENV_ARCHIVE_PREFIX: c.ARCHIVE_PREFIX,
                 c.ENV_MONITOR_PREFIX: c.MONITOR_PREFIX,
+                c.ENV_BATCH_PREFIX: settings.batch.prefix,
                 c.ENV_REGISTRY: f"s3://{registry_bucket.bucket_name}/{c.REGISTRY_PREFIX}",
                 c.ENV_MODEL_NAME: c.DEFAULT_MODEL_NAME,
                 c.ENV_DECISION_THRESHOLD: str(settings.stream.decision_threshold),
@@ -89,7 +90,7 @@ class Monitoring(Construct):
             bundle="batch",
         )
         self.function.grant_registry_read(registry_bucket)
-        self._grant(data_bucket)
+        self._grant(data_bucket, settings.batch.prefix)
         self.schedule = scheduler.Schedule(
             self,
             "Schedule",
@@ -130,8 +131,9 @@ class Monitoring(Construct):
         self.alarms = self._alarms(settings, stream, alarm_topic)
         self.dashboard = self._dashboard(settings, stream, api, batch)
 
-    def _grant(self, data: s3.IBucket) -> None:
-        """Read the archive and the transactions, write the reports: nothing else."""
+    def _grant(self, data: s3.IBucket, batch_prefix: str) -> None:
+        """Read the archive, the transactions and the batch runs' manifests, write the
+        reports: nothing else."""
         role = self.function.role
         role.add_to_policy(
             iam.PolicyStatement(
@@ -139,6 +141,7 @@ class Monitoring(Construct):
                 resources=[
                     data.arn_for_objects(f"{c.ARCHIVE_PREFIX}/*"),
                     data.arn_for_objects(f"{c.TRANSACTIONS_PREFIX}/*"),
+                    data.arn_for_objects(f"{batch_prefix}/runs/*"),
                 ],
             )
         )
@@ -153,13 +156,18 @@ class Monitoring(Construct):
                 resources=[data.bucket_arn],
                 conditions={
                     "StringLike": {
-                        "s3:prefix": [f"{c.ARCHIVE_PREFIX}/*", f"{c.TRANSACTIONS_PREFIX}/*"]
+                        "s3:prefix": [
+                            f"{c.ARCHIVE_PREFIX}/*",
+                            f"{c.TRANSACTIONS_PREFIX}/*",
+                            f"{batch_prefix}/runs/*",
+                        ]
                     }
                 },
             )
         )
         for prefix in (c.ARCHIVE_PREFIX, c.TRANSACTIONS_PREFIX, c.MONITOR_PREFIX):
             acknowledge_object_prefix(role, data, prefix)
+        acknowledge_object_prefix(role, data, f"{batch_prefix}/runs")
 
     def _alarms(
         self, settings: EnvSettings, stream: StreamScoring, topic: sns.ITopic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 import numpy as np
@@ -169,3 +170,27 @@ def test_ap_below_the_floor_alarms_on_the_latest_labelled_day() -> None:
     # the challenger's AP never alarms for the champion; no labelled day is insufficient
     assert performance_check([_day("2018-09-02", 0.1, "challenger")]).status == "insufficient"
     assert performance_check([_day("2018-09-02", None)]).status == "insufficient"
+
+
+def test_monitor_period_checks_the_volume_of_every_path(profile: ReferenceProfile) -> None:
+    from datetime import date
+
+    from models.monitor import monitor_period, parse_archive
+
+    features, scores = _world(np.random.default_rng(15), 600)
+    lines = [
+        json.dumps({"transaction_id": i, "tx_datetime": "2018-09-01T10:00:00", "customer_id": i,
+                    "score": float(scores[i]), "model_version": "v", "path": "stream",
+                    "features": {n: float(v[i]) for n, v in features.items()}})
+        for i in range(600)
+    ]  # fmt: skip
+    archive = parse_archive([*lines, lines[0]], list(features))  # a retried batch repeats one
+    assert len(archive) == 600
+    day = date(2018, 9, 1)
+    report = monitor_period(profile, archive, start=day, end=day,
+                            transactions_in={"2018-09-01": 600}, labels={}, threshold=THRESHOLD,
+                            other_paths={"batch": {"2018-09-01": 500}})  # fmt: skip
+    checks = {c.detector: c for c in report.days[0].checks}
+    assert checks["volume:stream"].status == "ok"
+    assert checks["volume:batch"].status == "alarm"
+    assert report.first_alarm["volume:batch"] == "2018-09-01"
