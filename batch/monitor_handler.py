@@ -106,6 +106,7 @@ def check_day(
         as_of=day if partial else day + timedelta(days=1), check_volume=not partial,
         thresholds=MonitorThresholds.model_validate(json.loads(settings.thresholds)),
         other_paths={"batch": batch_rows(s3, settings.bucket, settings.batch_prefix, days)},
+        model_version=model.version,
     )  # fmt: skip
     scores = {d.day: archive.score[archive.day == np.datetime64(d.day)] for d in report.days}
     return report, scores

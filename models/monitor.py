@@ -207,12 +207,16 @@ def monitor_period(
     path: str = "stream",
     check_volume: bool = True,
     other_paths: Mapping[str, Mapping[str, int]] | None = None,
+    model_version: str | None = None,
 ) -> MonitorReport:
     """Every day of [start, end]: drift, silent-failure and volume checks; every day whose
     labels are known by ``as_of`` (default: the end): the champion's and the challenger's
     AUC, AP and CP@100, and the AP floor check on it. ``check_volume=False`` for a day still
     under way (its transactions are not all in the dataset yet). ``other_paths`` (path ->
-    day -> predictions, e.g. a batch run's rows) get a volume check each on those days."""
+    day -> predictions, e.g. a batch run's rows) get a volume check each on those days.
+    With ``model_version`` (the profile's model), the score checks use only that version's
+    predictions (a day with a promote holds two models' scores; each has its own reference);
+    the input checks use every prediction."""
     limits = thresholds or MonitorThresholds()
     known_by = as_of or end
     days: list[DayReport] = []
@@ -228,18 +232,21 @@ def monitor_period(
         psi: dict[str, float] = {}
         score_psi, share, mean = 0.0, None, None
         if len(window):
-            drift = drift_report(profile, window.features, window.score, threshold=threshold,
+            own = (
+                window
+                if model_version is None
+                else window.where(window.model_version == model_version)
+            )
+            drift = drift_report(profile, window.features, own.score, threshold=threshold,
                                  thresholds=limits, not_alarmed=NOT_ALARMED_DAILY)  # fmt: skip
             psi = {n: round(c.psi, 4) for n, c in drift.features.items()}
             score_psi, share = round(drift.score.psi, 4), drift.high_risk_share
-            mean = float(window.score.mean())
-            challenger = (
-                window.challenger_score if np.isfinite(window.challenger_score).any() else None
-            )
+            mean = float(own.score.mean()) if len(own) else None
+            challenger = own.challenger_score if np.isfinite(own.challenger_score).any() else None
             recent = shares[-BASELINE_DAYS:]
             baseline = float(np.median(recent)) if len(recent) >= MIN_BASELINE_DAYS else None
             checks += silent_failure_checks(
-                profile, drift, window.score, threshold=threshold,
+                profile, drift, own.score, threshold=threshold,
                 challenger_scores=challenger, thresholds=limits,
                 baseline_high_risk_share=baseline,
             )  # fmt: skip

@@ -214,30 +214,16 @@ def _ratio_check(
                  detail=f"{what} {observed:.4g} vs reference {reference:.4g}")  # fmt: skip
 
 
-def silent_failure_checks(
+def _score_checks(
     profile: ReferenceProfile,
     drift: DriftReport,
-    scores: npt.ArrayLike,
+    values: npt.NDArray[np.float64],
     *,
     threshold: float,
-    challenger_scores: npt.ArrayLike | None = None,
-    thresholds: MonitorThresholds | None = None,
-    baseline_high_risk_share: float | None = None,
+    limits: MonitorThresholds,
+    baseline_high_risk_share: float | None,
 ) -> list[Check]:
-    """The checks a window of predictions answers without labels: scores stuck (high-risk
-    share, mean), a constant or missing input, drift beyond the bound, champion and
-    challenger disagreeing. Each is one alarm of the monitor.
-
-    The high-risk share is compared with the reference's when its histogram resolves the
-    threshold, else with ``baseline_high_risk_share`` (e.g. the previous week's median),
-    else it is ``insufficient``."""
-    limits = thresholds or MonitorThresholds()
-    values = np.asarray(scores, dtype=np.float64)
-    n = int(values.size)
-    if n < limits.min_rows:
-        too_few = "too few predictions to judge"
-        return [Check(detector="window", status="insufficient", value=float(n),
-                      bound=float(limits.min_rows), detail=too_few)]  # fmt: skip
+    """Scores stuck (high-risk share, mean) and the score's drift."""
     share = float((values >= threshold).mean())
     reference_share = reference_share_at_least(profile.score, threshold)
     what = "share of high-risk decisions"
@@ -258,6 +244,17 @@ def silent_failure_checks(
         _ratio_check("mean_score", float(values.mean()), float(profile.score.mean or 0.0),
                      limits.mean_score_factor, "mean score"),
     ]  # fmt: skip
+    if drift.score.status != "ok":
+        checks.append(Check(detector="drift:score", status=drift.score.status,
+                            value=round(drift.score.psi, 4), bound=limits.alarm))  # fmt: skip
+    return checks
+
+
+def _input_checks(
+    profile: ReferenceProfile, drift: DriftReport, limits: MonitorThresholds
+) -> list[Check]:
+    """Missing, constant and drifting model inputs."""
+    checks: list[Check] = []
     for name, column in drift.features.items():
         if name in drift.not_alarmed:
             continue
@@ -279,9 +276,45 @@ def silent_failure_checks(
             checks.append(Check(detector=f"drift:{name}", status=column.status,
                                 value=round(column.psi, 4), bound=limits.alarm,
                                 detail="population stability index"))  # fmt: skip
-    if drift.score.status != "ok":
-        checks.append(Check(detector="drift:score", status=drift.score.status,
-                            value=round(drift.score.psi, 4), bound=limits.alarm))  # fmt: skip
+    return checks
+
+
+def silent_failure_checks(
+    profile: ReferenceProfile,
+    drift: DriftReport,
+    scores: npt.ArrayLike,
+    *,
+    threshold: float,
+    challenger_scores: npt.ArrayLike | None = None,
+    thresholds: MonitorThresholds | None = None,
+    baseline_high_risk_share: float | None = None,
+) -> list[Check]:
+    """The checks a window of predictions answers without labels: scores stuck (high-risk
+    share, mean), a constant or missing input, drift beyond the bound, champion and
+    challenger disagreeing. Each is one alarm of the monitor.
+
+    The high-risk share is compared with the reference's when its histogram resolves the
+    threshold, else with ``baseline_high_risk_share`` (e.g. the previous week's median),
+    else it is ``insufficient``."""
+    limits = thresholds or MonitorThresholds()
+    values = np.asarray(scores, dtype=np.float64)
+    n = int(values.size)
+    # inputs may cover more rows than the scores (every version's rows vs the champion's)
+    n_inputs = max((column.n for column in drift.features.values()), default=n)
+    if max(n, n_inputs) < limits.min_rows:
+        too_few = "too few predictions to judge"
+        return [Check(detector="window", status="insufficient", value=float(max(n, n_inputs)),
+                      bound=float(limits.min_rows), detail=too_few)]  # fmt: skip
+    checks: list[Check] = []
+    if n >= limits.min_rows:
+        checks += _score_checks(profile, drift, values, threshold=threshold, limits=limits,
+                                baseline_high_risk_share=baseline_high_risk_share)  # fmt: skip
+    else:
+        few = "too few of the model's scores to judge"
+        checks.append(Check(detector="score", status="insufficient", value=float(n),
+                            bound=float(limits.min_rows), detail=few))  # fmt: skip
+    if n_inputs >= limits.min_rows:
+        checks += _input_checks(profile, drift, limits)
     if challenger_scores is not None:
         other = np.asarray(challenger_scores, dtype=np.float64)
         both = np.isfinite(other)

@@ -1171,7 +1171,8 @@ def _run_monitor_report(args: argparse.Namespace) -> None:
     as_of = args.as_of or args.end + timedelta(days=7)
     report = monitor_period(model.manifest.reference, archive, start=args.start, end=args.end,
                             transactions_in=transactions_in, labels=labels,
-                            threshold=args.threshold, as_of=as_of)  # fmt: skip
+                            threshold=args.threshold, as_of=as_of,
+                            model_version=model.version)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     json_path = args.out.with_suffix(".json")
     json_path.write_text(report.model_dump_json(indent=2))

@@ -194,3 +194,33 @@ def test_monitor_period_checks_the_volume_of_every_path(profile: ReferenceProfil
     assert checks["volume:stream"].status == "ok"
     assert checks["volume:batch"].status == "alarm"
     assert report.first_alarm["volume:batch"] == "2018-09-01"
+
+
+def test_score_checks_judge_only_the_profiles_model_on_a_day_with_a_promote(
+    profile: ReferenceProfile,
+) -> None:
+    from datetime import date
+
+    from models.monitor import monitor_period, parse_archive
+
+    features, scores = _world(np.random.default_rng(16), 1200)
+    # the morning scored by the old champion, whose scores sit far above this profile's
+    old = np.clip(scores[:600] * 10, 0, 1)
+    both = np.concatenate([old, scores[600:]])
+    lines = [
+        json.dumps({"transaction_id": i, "tx_datetime": "2018-09-01T10:00:00", "customer_id": i,
+                    "score": float(both[i]), "model_version": "old" if i < 600 else "new",
+                    "features": {n: float(v[i]) for n, v in features.items()}})
+        for i in range(1200)
+    ]  # fmt: skip
+    archive = parse_archive(lines, list(features))
+    day = date(2018, 9, 1)
+
+    def alarms(version: str | None) -> set[str]:
+        report = monitor_period(profile, archive, start=day, end=day, labels={},
+                                transactions_in={"2018-09-01": 1200}, threshold=THRESHOLD,
+                                model_version=version)  # fmt: skip
+        return {c.detector for c in report.days[0].alarms}
+
+    assert alarms("new") == set()
+    assert {"mean_score", "drift:score"} & alarms(None)
