@@ -59,6 +59,15 @@ def _clients() -> tuple[Any, Any]:
     return s3, open_registry(_settings().registry, s3_client=s3)
 
 
+def _scheduled(event: dict[str, Any]) -> datetime | None:
+    if not event.get("scheduled_time"):
+        return None
+    try:
+        return datetime.fromisoformat(str(event["scheduled_time"]).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"scheduled_time: {event['scheduled_time']!r}") from None
+
+
 def _day(event: dict[str, Any]) -> date:
     """``date``, or the last UTC day complete at ``scheduled_time`` (the day under way, for a
     partial run)."""
@@ -67,21 +76,26 @@ def _day(event: dict[str, Any]) -> date:
             return date.fromisoformat(str(event["date"]))
         except ValueError:
             raise ValueError(f"date: expected YYYY-MM-DD, got {event['date']!r}") from None
-    if event.get("scheduled_time"):
-        try:
-            at = datetime.fromisoformat(str(event["scheduled_time"]).replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"scheduled_time: {event['scheduled_time']!r}") from None
+    at = _scheduled(event)
+    if at is not None:
         back = 0 if event.get("partial") else 1
         return at.astimezone(UTC).date() - timedelta(days=back)
     raise ValueError("date: missing (give date=YYYY-MM-DD, or scheduled_time)")
 
 
 def check_day(
-    s3: Any, model: Any, settings: MonitorSettings, day: date, *, partial: bool = False
+    s3: Any,
+    model: Any,
+    settings: MonitorSettings,
+    day: date,
+    *,
+    partial: bool = False,
+    at: datetime | None = None,
 ) -> Any:
-    """The report of the window ending ``day`` (labels known by the day after; none yet and
-    no volume check for a day still under way)."""
+    """The report of the window ending ``day``: labels are those known by ``day`` (a week
+    back). A partial (hourly) run checks the last 24 hours as one window ending at the
+    scheduled time, so the mix of night and day, the baseline's shape, is a whole day's; it
+    skips the volume check (the transactions are not all in the dataset yet)."""
     import numpy as np
 
     from models.contracts import TRANSACTIONS_COLUMNS, TRANSACTIONS_PREFIX
@@ -93,6 +107,9 @@ def check_day(
     names = list(model.manifest.feature_names)
     archive = read_archive_s3(s3, settings.bucket, settings.archive_prefix, start=start,
                               end=day, feature_names=names)  # fmt: skip
+    if partial and at is not None:  # the last 24 hours make the checked window
+        since = np.datetime64(at.astimezone(UTC).replace(tzinfo=None) - timedelta(days=1), "s")
+        archive.day = np.where(archive.time > since, np.datetime64(day, "D"), archive.day)
     days = [start + timedelta(days=k) for k in range(settings.window_days)]
     transactions = read_days(s3, settings.bucket, TRANSACTIONS_PREFIX, days, TRANSACTIONS_COLUMNS)
     tx_days = transactions.column("TX_DATETIME").to_numpy().astype("datetime64[D]")
@@ -102,8 +119,7 @@ def check_day(
     report = monitor_period(
         model.manifest.reference, archive, start=start, end=day,
         transactions_in={str(d): int(n) for d, n in zip(*counted, strict=True)},
-        labels=labels, threshold=settings.threshold,
-        as_of=day if partial else day + timedelta(days=1), check_volume=not partial,
+        labels=labels, threshold=settings.threshold, as_of=day, check_volume=not partial,
         thresholds=MonitorThresholds.model_validate(json.loads(settings.thresholds)),
         other_paths={"batch": batch_rows(s3, settings.bucket, settings.batch_prefix, days)},
         model_version=model.version,
@@ -157,7 +173,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     model = load_artifact(registry.fetch(settings.model_name, version,
                                          Path(tempfile.gettempdir()) / "rtml-models"))  # fmt: skip
     partial = bool(event.get("partial"))
-    report, scores = check_day(s3, model, settings, day, partial=partial)
+    at = _scheduled(event) or datetime.now(UTC)
+    report, scores = check_day(s3, model, settings, day, partial=partial, at=at)
     prefix = f"{settings.report_prefix}/reports/date={day.isoformat()}"
     if partial:  # the day so far, kept per hour beside the day's final report
         hour = str(event.get("scheduled_time", ""))[11:13] or datetime.now(UTC).strftime("%H")
@@ -169,6 +186,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                   title=f"rtml monitoring {day.isoformat()}: {model.manifest.ref}")  # fmt: skip
     s3.put_object(Bucket=settings.bucket, Key=f"{prefix}/report.html", Body=page.encode(),
                   ContentType="text/html")  # fmt: skip
+    metrics.add_metric("MonitorRuns", MetricUnit.Count, 1)  # the heartbeat an alarm watches
     counts = alarm_counts(report, day)
     if partial:
         counts["ap_floor"] = 0  # judged by the daily run, on labels

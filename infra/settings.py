@@ -224,8 +224,9 @@ class MonitorPathSettings(BaseModel):
 
     timezone: str = "UTC"
     schedule_enabled: bool = True
-    window_days: int = Field(default=8, ge=1, le=60)
-    """Days each run reads: the checked day and the week before (the high-risk baseline)."""
+    window_days: int = Field(default=8, ge=8, le=60)
+    """Days each run reads: the checked day and the week before (the high-risk baseline, and
+    the day whose labels are known by then). At least 8, or no labelled day falls in it."""
 
     memory_mb: int = Field(default=2048, ge=128, le=10240)
     timeout_seconds: int = Field(default=600, ge=60, le=900)

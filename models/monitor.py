@@ -51,6 +51,7 @@ class ArchivedPredictions:
 
     transaction_id: npt.NDArray[np.int64]
     day: npt.NDArray[np.datetime64]
+    time: npt.NDArray[np.datetime64]
     customer_id: npt.NDArray[np.int64]
     score: npt.NDArray[np.float64]
     model_version: npt.NDArray[np.str_]
@@ -64,7 +65,8 @@ class ArchivedPredictions:
 
     def where(self, mask: npt.NDArray[np.bool_]) -> ArchivedPredictions:
         return ArchivedPredictions(
-            self.transaction_id[mask], self.day[mask], self.customer_id[mask], self.score[mask],
+            self.transaction_id[mask], self.day[mask], self.time[mask], self.customer_id[mask],
+            self.score[mask],
             self.model_version[mask], self.challenger_score[mask],
             self.challenger_version[mask], self.path[mask],
             {k: v[mask] for k, v in self.features.items()},
@@ -88,12 +90,14 @@ def parse_archive(
         seen.add(tx)
         rows.append(record)
     features = {
-        n: np.array([float(r["features"].get(n, np.nan)) for r in rows], dtype=np.float64)
+        # a NaN or infinite input is archived as null: the missing-input check's case
+        n: np.array([_optional(r["features"].get(n)) for r in rows], dtype=np.float64)
         for n in names
     }
     return ArchivedPredictions(
         transaction_id=np.array([int(r["transaction_id"]) for r in rows], dtype=np.int64),
         day=np.array([str(r["tx_datetime"])[:10] for r in rows], dtype="datetime64[D]"),
+        time=np.array([str(r["tx_datetime"])[:19] for r in rows], dtype="datetime64[s]"),
         customer_id=np.array([int(r["customer_id"]) for r in rows], dtype=np.int64),
         score=np.array([float(r["score"]) for r in rows], dtype=np.float64),
         model_version=np.array([str(r["model_version"]) for r in rows], dtype=str),

@@ -65,7 +65,7 @@ def line_chart(
     step = max(1, len(xs) // 8)
     for i in range(0, len(xs), step):
         parts.append(f'<text x="{x(i):.1f}" y="{TOP + plot_h + 14}" text-anchor="middle">'
-                     f"{html.escape(xs[i][5:])}</text>")  # fmt: skip
+                     f"{html.escape(xs[i])}</text>")  # fmt: skip
     for value, colour in rules:
         parts.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(value):.1f}" '
                      f'y2="{y(value):.1f}" stroke="{colour}" stroke-dasharray="4 3"/>')  # fmt: skip
@@ -99,7 +99,7 @@ def line_chart(
 
 
 def psi_chart(report: MonitorReport) -> str:
-    days = [d.day for d in report.days]
+    days = [d.day[5:] for d in report.days]
     names = sorted({n for d in report.days for n in d.psi} - set(NOT_ALARMED_DAILY))
     peaks = {n: max((d.psi.get(n, 0.0) for d in report.days), default=0.0) for n in names}
     shown = sorted(names, key=lambda n: -peaks[n])[:9]
@@ -118,6 +118,8 @@ def score_chart(profile: ReferenceProfile, scores_by_day: dict[str, np.ndarray])
     """Share of transactions per reference score bin: the reference and each half of the
     period (bins are the reference's quantiles, so the reference is flat by construction)."""
     histogram = profile.score
+    if not histogram.edges:
+        return "<p>The reference score histogram has a single bin: nothing to draw.</p>"
     edges = np.asarray(histogram.edges, dtype=np.float64)
     reference = np.asarray(histogram.counts, dtype=np.float64)
     days = sorted(scores_by_day)
@@ -138,6 +140,7 @@ def score_chart(profile: ReferenceProfile, scores_by_day: dict[str, np.ndarray])
 
 def performance_chart(report: MonitorReport) -> str:
     days = sorted({p.day for p in report.performance}) or [report.start]
+    shown = [d[5:] for d in days]
     series: list[Series] = []
     keys = sorted({(p.role, p.model_version) for p in report.performance})
     for k, (role, version) in enumerate(keys):
@@ -150,12 +153,12 @@ def performance_chart(report: MonitorReport) -> str:
         series.append((f"CP@100 {role} {version[:8]}",
                        [by_day[d].card_precision_at_100 if d in by_day else None for d in days],
                        colour, True))  # fmt: skip
-    return line_chart("Label-based quality per day (labels known a week later)", days, series,
+    return line_chart("Label-based quality per day (labels known a week later)", shown, series,
                       y_max=1.0, rules=[(report.thresholds.ap_floor, "red")])  # fmt: skip
 
 
 def volume_chart(report: MonitorReport) -> str:
-    days = [d.day for d in report.days]
+    days = [d.day[5:] for d in report.days]
     return line_chart("Transactions in and predictions archived, per day", days, [
         ("transactions in", [float(d.transactions_in) for d in report.days], "#1f77b4", False),
         ("predictions", [float(d.rows) for d in report.days], "#ff7f0e", True),

@@ -190,10 +190,18 @@ class Monitoring(Construct):
         incoming = stream.transactions.metric_incoming_records(
             period=FIVE_MINUTES, statistic=cloudwatch.Stats.SUM
         )
-        scored = _rtml("Records_scored", "stream", cloudwatch.Stats.SUM, FIVE_MINUTES)
+        # handled: scored, or refused on purpose (duplicates, poison records): a replay of
+        # duplicates is not silence
+        handled = {
+            status: _rtml(f"Records_{status}", "stream", cloudwatch.Stats.SUM, FIVE_MINUTES)
+            for status in ("scored", "duplicate", "dead_lettered")
+        }
         silence = cloudwatch.MathExpression(
-            expression="IF(FILL(incoming, 0) > 0 AND FILL(scored, 0) == 0, 1, 0)",
-            using_metrics={"incoming": incoming, "scored": scored},
+            expression=(
+                "IF(FILL(incoming, 0) > 0 AND "
+                "FILL(scored, 0) + FILL(duplicate, 0) + FILL(dead_lettered, 0) == 0, 1, 0)"
+            ),
+            using_metrics={"incoming": incoming, **handled},
             period=FIVE_MINUTES,
             label="records in, none scored",
         )
@@ -211,6 +219,32 @@ class Monitoring(Construct):
                 treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
         )
+        # the monitor itself failing must not turn every detector off in silence
+        alarms.append(
+            cloudwatch.Alarm(
+                self,
+                "MonitorErrors",
+                alarm_description="The monitor job failed (its detectors did not run)",
+                metric=self.function.function.metric_errors(period=cdk.Duration.hours(1)),
+                threshold=0,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+        )
+        if settings.monitor.schedule_enabled:
+            alarms.append(
+                cloudwatch.Alarm(
+                    self,
+                    "MonitorMissing",
+                    alarm_description="The monitor job has not reported for a day",
+                    metric=_rtml("MonitorRuns", "monitor", cloudwatch.Stats.SUM, day),
+                    threshold=1,
+                    evaluation_periods=1,
+                    comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                    treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+                )
+            )
         action = cloudwatch_actions.SnsAction(topic)
         for alarm in alarms:
             alarm.add_alarm_action(action)

@@ -224,3 +224,14 @@ def test_score_checks_judge_only_the_profiles_model_on_a_day_with_a_promote(
 
     assert alarms("new") == set()
     assert {"mean_score", "drift:score"} & alarms(None)
+
+
+def test_an_input_archived_as_null_is_missing_not_a_crash(profile: ReferenceProfile) -> None:
+    from models.monitor import parse_archive
+
+    line = {"transaction_id": 1, "tx_datetime": "2018-09-01T10:00:00", "customer_id": 1,
+            "score": 0.1, "model_version": "v",
+            "features": {"AMOUNT": None, "COUNT": 2.0}}  # fmt: skip
+    archive = parse_archive([json.dumps(line)], ["AMOUNT", "COUNT", "RISK"])
+    assert np.isnan(archive.features["AMOUNT"][0]) and np.isnan(archive.features["RISK"][0])
+    assert archive.features["COUNT"][0] == 2.0
