@@ -459,8 +459,17 @@ class MonitorThresholds(DriftThresholds):
     this many times smaller (a model stuck at 0 or 1 moves it at once)."""
     mean_score_factor: float = Field(default=2.0, gt=1)
     """The same bound on the mean score against the reference's mean."""
-    disagreement_alarm: float = Field(default=0.05, ge=0, le=1)
-    """Share of transactions on which champion and challenger decide differently."""
+    disagreement_alarm: float = Field(default=0.6, ge=0, le=1)
+    """Of the transactions either model flags high-risk, the share only one of them flags
+    (1 - Jaccard): 0.2-0.4 between the baseline XGBoost and logistic regression on the
+    book's data; a challenger stuck at 0 or 1 gives about 1."""
+    min_flagged: int = Field(default=20, ge=1)
+    """High-risk decisions (expected, or flagged by either model) below which the share and
+    disagreement checks say ``insufficient``: a handful of rare events cannot be judged."""
+    constant_probability: float = Field(default=1e-6, gt=0, lt=1)
+    """A constant input alarms when the reference would give a window that constant with at
+    most this probability (its largest bin's share to the power of the rows): an input that
+    is 0 for 99% of the reference is often constant over a few hundred rows, and fine."""
     ap_floor: float = Field(default=0.3, ge=0, le=1)
     """Label-based average precision of a day below which the champion alarms."""
     volume_ratio_alarm: float = Field(default=0.99, ge=0, le=1)

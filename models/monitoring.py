@@ -227,7 +227,12 @@ def _score_checks(
     share = float((values >= threshold).mean())
     reference_share = reference_share_at_least(profile.score, threshold)
     what = "share of high-risk decisions"
-    if reference_share is not None:
+    expected_share = reference_share if reference_share is not None else baseline_high_risk_share
+    if expected_share is not None and expected_share * values.size < limits.min_flagged:
+        few = f"fewer than {limits.min_flagged} high-risk decisions expected in the window"
+        share_check = Check(detector="high_risk_share", status="insufficient", value=share,
+                            detail=few)  # fmt: skip
+    elif reference_share is not None:
         share_check = _ratio_check("high_risk_share", share, reference_share,
                                    limits.high_risk_factor, what)  # fmt: skip
     elif baseline_high_risk_share is not None:
@@ -263,13 +268,9 @@ def _input_checks(
                                 value=column.missing_rate, bound=limits.missing_rate_alarm,
                                 detail="share of NaN or infinite values"))  # fmt: skip
         reference = profile.features[name]
-        varied = (
-            reference.min is not None
-            and reference.max is not None
-            and (reference.min != reference.max)
-        )
-        if column.constant and varied:
-            detail = "one value for every transaction; the reference varies"
+        largest = max(reference.counts) / max(sum(reference.counts), 1)
+        if column.constant and largest**column.n < limits.constant_probability:
+            detail = "one value for every transaction; the reference would almost never be"
             checks.append(Check(detector=f"constant:{name}", status="alarm", value=column.mean,
                                 detail=detail))  # fmt: skip
         if column.status != "ok":
@@ -319,13 +320,20 @@ def silent_failure_checks(
         other = np.asarray(challenger_scores, dtype=np.float64)
         both = np.isfinite(other)
         if both.any():
-            differ = float(((values[both] >= threshold) != (other[both] >= threshold)).mean())
-            checks.append(Check(
-                detector="disagreement",
-                status="alarm" if differ > limits.disagreement_alarm else "ok",
-                value=round(differ, 4), bound=limits.disagreement_alarm,
-                detail="share of decisions champion and challenger make differently",
-            ))  # fmt: skip
+            mine, theirs = values[both] >= threshold, other[both] >= threshold
+            flagged = int((mine | theirs).sum())
+            if flagged < limits.min_flagged:
+                checks.append(Check(detector="disagreement", status="insufficient",
+                                    value=float(flagged), bound=float(limits.min_flagged),
+                                    detail="too few high-risk decisions to compare"))  # fmt: skip
+            else:
+                differ = float((mine ^ theirs).sum() / flagged)
+                checks.append(Check(
+                    detector="disagreement",
+                    status="alarm" if differ > limits.disagreement_alarm else "ok",
+                    value=round(differ, 4), bound=limits.disagreement_alarm,
+                    detail="of the transactions either model flags, the share only one flags",
+                ))  # fmt: skip
     return checks
 
 

@@ -235,3 +235,24 @@ def test_an_input_archived_as_null_is_missing_not_a_crash(profile: ReferenceProf
     archive = parse_archive([json.dumps(line)], ["AMOUNT", "COUNT", "RISK"])
     assert np.isnan(archive.features["AMOUNT"][0]) and np.isnan(archive.features["RISK"][0])
     assert archive.features["COUNT"][0] == 2.0
+
+
+def test_a_challenger_stuck_at_zero_is_caught_though_few_decisions_differ(
+    profile: ReferenceProfile,
+) -> None:
+    features, scores = _world(np.random.default_rng(17))
+    checks = _checks(profile, features, scores, challenger_scores=np.zeros(N))
+    assert checks["disagreement"].status == "alarm"
+    assert checks["disagreement"].value == 1.0
+
+
+def test_an_input_mostly_one_value_in_the_reference_may_be_constant_in_a_small_window() -> None:
+    rng = np.random.default_rng(18)
+    sparse = (rng.random(20_000) < 0.01).astype(np.float64)  # a flag, 0 for 99% of rows
+    _, scores = _world(rng, 20_000)
+    profile = ReferenceProfile(features={"FLAG": _hist(sparse)}, score=_hist(scores))
+    assert max(profile.features["FLAG"].counts) / 20_000 == pytest.approx(0.99, abs=0.005)
+    window = {"FLAG": np.zeros(300)}  # 0.99**300 = 0.05: a constant window is ordinary
+    assert "constant:FLAG" not in _alarms(_checks(profile, window, scores[:300]))
+    window = {"FLAG": np.zeros(4_000)}  # 0.99**4000 ~ 4e-18: it is not
+    assert "constant:FLAG" in _alarms(_checks(profile, window, scores[:4_000]))
