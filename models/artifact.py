@@ -554,7 +554,7 @@ def save_artifact(
         "files": {MODEL_FILE: sha256_file(model_path)},
         "reference": {
             "features": {n: _histogram(features[:, i]) for i, n in enumerate(feature_names)},
-            "score": _histogram(scores),
+            "score": _histogram(scores, SCORE_EDGES),
         },
         "scorer_check": {"rows": len(sample), "max_abs_diff": worst, "scorer_kind": scorer.kind},
     }
@@ -643,16 +643,40 @@ def _export_tree(tree: Any) -> dict[str, list[int] | list[float]]:
     }
 
 
-def _histogram(values: npt.NDArray[np.floating[Any]]) -> dict[str, Any]:
-    """Reference histogram: one bin per value when few distinct values, else deciles."""
+SCORE_EDGES: Final = tuple(k / 20 for k in range(1, 20))
+"""Fixed score edges every 0.05, beside the deciles (which end near 0.003 for a fraud score):
+the reference's share above any threshold on this grid is exact."""
+
+
+def _histogram(
+    values: npt.NDArray[np.floating[Any]], extra_edges: Sequence[float] = ()
+) -> dict[str, Any]:
+    """Reference histogram: one bin per value when few distinct values, else deciles.
+
+    A value holding a decile or more of the data (a terminal risk that is 0 for most rows)
+    gets a bin of its own, and the deciles are taken over the other values: otherwise every
+    decile is that value, the histogram has one bin, and the input could never drift.
+    ``extra_edges`` are added as they are (the score's: a decision threshold falls on one,
+    so the reference's high-risk share is known exactly).
+    """
     import numpy as np
 
     finite = values[np.isfinite(values)]
-    distinct = np.unique(finite)
+    distinct, counts_of = np.unique(finite, return_counts=True)
     if len(distinct) <= PROFILE_BINS:
         edges = (distinct[1:] + distinct[:-1]) / 2.0
     else:
-        edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, PROFILE_BINS + 1)[1:-1]))
+        masses = distinct[counts_of >= len(finite) / PROFILE_BINS]
+        rest = finite[~np.isin(finite, masses)]
+        quantiles = (
+            np.quantile(rest, np.linspace(0.0, 1.0, PROFILE_BINS + 1)[1:-1])
+            if rest.size
+            else np.array([])
+        )
+        own_bins = np.concatenate([masses, np.nextafter(masses, np.inf)])
+        edges = np.unique(np.concatenate([quantiles, own_bins]))
+    if len(extra_edges):
+        edges = np.unique(np.concatenate([edges, np.asarray(extra_edges, dtype=np.float64)]))
     counts = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1)
     empty = len(finite) == 0
     return {

@@ -254,8 +254,11 @@ def monitor_period(
                 challenger_scores=challenger, thresholds=limits,
                 baseline_high_risk_share=baseline,
             )  # fmt: skip
-            if share is not None and not any(c.status == "alarm" for c in checks):
-                shares.append(share)  # only quiet days make the baseline
+            stuck = {"high_risk_share", "mean_score"}
+            if share is not None and not any(
+                c.status == "alarm" and c.detector in stuck for c in checks
+            ):
+                shares.append(share)  # days whose scores looked stuck stay out of the baseline
         days.append(DayReport(day=day.isoformat(), rows=len(window),
                               transactions_in=int(transactions_in.get(day.isoformat(), 0)),
                               psi=psi, score_psi=score_psi, high_risk_share=share,

@@ -227,19 +227,24 @@ def _score_checks(
     share = float((values >= threshold).mean())
     reference_share = reference_share_at_least(profile.score, threshold)
     what = "share of high-risk decisions"
-    expected_share = reference_share if reference_share is not None else baseline_high_risk_share
+    # the recent baseline first: it is the serving population's share, while the reference's
+    # comes from a test set (without the cards already known compromised) and the fraud rate
+    # moves with the world; the reference's serves until a week of quiet days exists
+    expected_share = (
+        baseline_high_risk_share if baseline_high_risk_share is not None else reference_share
+    )
     if expected_share is not None and expected_share * values.size < limits.min_flagged:
         few = f"fewer than {limits.min_flagged} high-risk decisions expected in the window"
         share_check = Check(detector="high_risk_share", status="insufficient", value=share,
                             detail=few)  # fmt: skip
-    elif reference_share is not None:
-        share_check = _ratio_check("high_risk_share", share, reference_share,
-                                   limits.high_risk_factor, what)  # fmt: skip
     elif baseline_high_risk_share is not None:
         share_check = _ratio_check(
             "high_risk_share", share, baseline_high_risk_share, limits.high_risk_factor,
             f"{what} (vs the recent baseline)",
         )  # fmt: skip
+    elif reference_share is not None:
+        share_check = _ratio_check("high_risk_share", share, reference_share,
+                                   limits.high_risk_factor, what)  # fmt: skip
     else:
         no_baseline = "no reference share at this threshold, no baseline yet"
         share_check = Check(detector="high_risk_share", status="insufficient", value=share,
@@ -294,9 +299,9 @@ def silent_failure_checks(
     share, mean), a constant or missing input, drift beyond the bound, champion and
     challenger disagreeing. Each is one alarm of the monitor.
 
-    The high-risk share is compared with the reference's when its histogram resolves the
-    threshold, else with ``baseline_high_risk_share`` (e.g. the previous week's median),
-    else it is ``insufficient``."""
+    The high-risk share is compared with ``baseline_high_risk_share`` (e.g. the previous
+    week's median of quiet days), else with the reference's when its histogram resolves the
+    threshold, else it is ``insufficient``."""
     limits = thresholds or MonitorThresholds()
     values = np.asarray(scores, dtype=np.float64)
     n = int(values.size)
