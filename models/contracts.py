@@ -472,6 +472,8 @@ class MonitorThresholds(DriftThresholds):
     is 0 for 99% of the reference is often constant over a few hundred rows, and fine."""
     ap_floor: float = Field(default=0.3, ge=0, le=1)
     """Label-based average precision of a day below which the champion alarms."""
+    min_frauds: int = Field(default=20, ge=1)
+    """Frauds a labelled day needs before its AP is judged (the book has ~80 a day)."""
     volume_ratio_alarm: float = Field(default=0.99, ge=0, le=1)
     """Predictions per transaction in below which a path is losing records."""
     min_rows: int = Field(default=200, ge=1)

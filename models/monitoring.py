@@ -419,6 +419,10 @@ def performance_check(
         return Check(detector="ap_floor", status="insufficient", detail="no labelled day yet")
     latest = max(champion, key=lambda p: (p.day, p.rows))
     assert latest.average_precision is not None
+    if latest.frauds < limits.min_frauds:  # AP over a handful of frauds is mostly noise
+        return Check(detector="ap_floor", status="insufficient", value=float(latest.frauds),
+                     bound=float(limits.min_frauds),
+                     detail=f"too few frauds on {latest.day} to judge")  # fmt: skip
     return Check(
         detector="ap_floor",
         status="alarm" if latest.average_precision < limits.ap_floor else "ok",

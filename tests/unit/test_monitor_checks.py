@@ -154,10 +154,13 @@ def test_volume_check_catches_lost_records_and_silence() -> None:
 
 
 def _day(
-    day: str, ap: float | None, role: Literal["champion", "challenger"] = "champion"
+    day: str,
+    ap: float | None,
+    role: Literal["champion", "challenger"] = "champion",
+    frauds: int = 40,
 ) -> DailyPerformance:
     return DailyPerformance(
-        day=day, model_version="v", role=role, rows=1000, frauds=10, auc_roc=0.9,
+        day=day, model_version="v", role=role, rows=1000, frauds=frauds, auc_roc=0.9,
         average_precision=ap, card_precision_at_100=0.3,
     )  # fmt: skip
 
@@ -170,6 +173,9 @@ def test_ap_below_the_floor_alarms_on_the_latest_labelled_day() -> None:
     # the challenger's AP never alarms for the champion; no labelled day is insufficient
     assert performance_check([_day("2018-09-02", 0.1, "challenger")]).status == "insufficient"
     assert performance_check([_day("2018-09-02", None)]).status == "insufficient"
+    # nor does a day with a handful of frauds, whose AP is mostly noise
+    few = performance_check([_day("2018-09-02", 0.1, frauds=6)], limits)
+    assert few.status == "insufficient" and "too few frauds" in few.detail
 
 
 def test_monitor_period_checks_the_volume_of_every_path(profile: ReferenceProfile) -> None:
