@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
@@ -25,14 +24,14 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from infra.constructs.function import METRICS_NAMESPACE, RtmlFunction
+from infra.constructs.alarms import notify, rtml_metric, threshold_alarm
+from infra.constructs.function import RtmlFunction
 from infra.nag import (
     acknowledge,
     acknowledge_bucket_objects,
     acknowledge_child_executions,
     acknowledge_executions_of,
     acknowledge_function_versions,
-    acknowledge_object_prefix,
 )
 from infra.settings import EnvSettings
 from models import contracts as c
@@ -109,7 +108,10 @@ class BatchScoring(Construct):
                 bundle="batch",
             )
             made.grant_registry_read(registry_bucket)
-            self._grant_data(made.role, data_bucket, batch.prefix)
+            # read the source and the job's own prefix, write the job's prefix
+            made.grant_prefixes(
+                data_bucket, read=[c.TRANSACTIONS_PREFIX, batch.prefix], write=[batch.prefix]
+            )
             return made
 
         self.plan = function("Plan", PLAN_HANDLER, "Sizes a batch run, fixes its model version")
@@ -175,35 +177,6 @@ class BatchScoring(Construct):
             ),
         )
         self.alarms = self._alarms(settings, alarm_topic)
-
-    @staticmethod
-    def _grant_data(role: iam.IRole, data: s3.IBucket, prefix: str) -> None:
-        """Read the source and the job's own prefix, write the job's prefix (and list both)."""
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[
-                    data.arn_for_objects(f"{c.TRANSACTIONS_PREFIX}/*"),
-                    data.arn_for_objects(f"{prefix}/*"),
-                ],
-            )
-        )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:PutObject"], resources=[data.arn_for_objects(f"{prefix}/*")]
-            )
-        )
-        role.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[data.bucket_arn],
-                conditions={
-                    "StringLike": {"s3:prefix": [f"{c.TRANSACTIONS_PREFIX}/*", f"{prefix}/*"]}
-                },
-            )
-        )
-        acknowledge_object_prefix(role, data, c.TRANSACTIONS_PREFIX)
-        acknowledge_object_prefix(role, data, prefix)
 
     def _state_machine(
         self, settings: EnvSettings, data: s3.IBucket, topic: sns.ITopic
@@ -377,84 +350,53 @@ class BatchScoring(Construct):
         day = cdk.Duration.days(1)
         machine = self.state_machine
         alarms = [
-            cloudwatch.Alarm(
+            threshold_alarm(
                 self,
                 "RunsFailed",
-                alarm_description="A batch run failed (see the failure notification)",
+                description="A batch run failed (see the failure notification)",
                 metric=machine.metric_failed(period=day, statistic=cloudwatch.Stats.SUM),
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
-            cloudwatch.Alarm(
+            threshold_alarm(
                 self,
                 "RunsTimedOut",
-                alarm_description=f"A batch run exceeded {RUN_TIMEOUT.to_hours()} h",
+                description=f"A batch run exceeded {RUN_TIMEOUT.to_hours()} h",
                 metric=machine.metric_timed_out(period=day, statistic=cloudwatch.Stats.SUM),
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             ),
-            cloudwatch.Alarm(
+            threshold_alarm(
                 self,
                 "Drift",
-                alarm_description=(
+                description=(
                     f"A batch run's largest PSI (an input or the score) reached"
                     f" {settings.batch.drift_alarm_psi}"
                 ),
-                metric=cloudwatch.Metric(
-                    namespace=METRICS_NAMESPACE,
-                    metric_name="BatchMaxPsi",
-                    dimensions_map={"service": "batch"},
-                    statistic=cloudwatch.Stats.MAXIMUM,
-                    period=day,
-                ),
+                metric=rtml_metric("BatchMaxPsi", "batch", cloudwatch.Stats.MAXIMUM, day),
                 threshold=settings.batch.drift_alarm_psi,
-                evaluation_periods=1,
-                comparison_operator=(
-                    cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
-                ),
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             ),
         ]
-        for name, metric, what in (
-            ("MissingBuckets", "BatchMissingBuckets", "A run left customer buckets unscored"),
-            ("Quarantined", "BatchQuarantinedParts", "A run's window has quarantined files"),
-        ):
-            alarms.append(
-                cloudwatch.Alarm(
-                    self,
-                    name,
-                    alarm_description=what,
-                    metric=cloudwatch.Metric(
-                        namespace=METRICS_NAMESPACE,
-                        metric_name=metric,
-                        dimensions_map={"service": "batch"},
-                        statistic=cloudwatch.Stats.MAXIMUM,
-                        period=day,
-                    ),
-                    threshold=0,
-                    evaluation_periods=1,
-                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                )
+        alarms += [
+            threshold_alarm(
+                self,
+                name,
+                description=what,
+                metric=rtml_metric(metric, "batch", cloudwatch.Stats.MAXIMUM, day),
             )
+            for name, metric, what in (
+                ("MissingBuckets", "BatchMissingBuckets", "A run left customer buckets unscored"),
+                ("Quarantined", "BatchQuarantinedParts", "A run's window has quarantined files"),
+            )
+        ]
         if settings.batch.schedule_enabled:  # a day without a successful run is an incident
             alarms.append(
-                cloudwatch.Alarm(
+                threshold_alarm(
                     self,
                     "NoSuccessfulRun",
-                    alarm_description="No batch run succeeded in a day",
+                    description="No batch run succeeded in a day",
                     metric=machine.metric_succeeded(period=day, statistic=cloudwatch.Stats.SUM),
                     threshold=1,
-                    evaluation_periods=1,
-                    comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-                    treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+                    comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                    missing=cloudwatch.TreatMissingData.BREACHING,
                 )
             )
-        action = cloudwatch_actions.SnsAction(topic)
-        for alarm in alarms:
-            alarm.add_alarm_action(action)
+        notify(alarms, topic)
         return alarms

@@ -9,7 +9,7 @@ no wildcard from AWSLambdaBasicExecutionRole).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
@@ -106,6 +106,34 @@ class RtmlFunction(Construct):
         acknowledge(self.function, "AwsSolutions-L1")
         if functions.tracing:
             acknowledge(self.role, "AwsSolutions-IAM5[Resource::*]")
+
+    def grant_prefixes(
+        self, bucket: s3.IBucket, *, read: Sequence[str], write: Sequence[str] = ()
+    ) -> None:
+        """Get and list the keys under ``read`` prefixes, put under ``write`` ones: one
+        statement each, so a role's policy reads as the code's S3 calls."""
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[bucket.arn_for_objects(f"{prefix}/*") for prefix in read],
+            )
+        )
+        if write:
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["s3:PutObject"],
+                    resources=[bucket.arn_for_objects(f"{prefix}/*") for prefix in write],
+                )
+            )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}/*" for prefix in read]}},
+            )
+        )
+        for prefix in dict.fromkeys([*read, *write]):
+            acknowledge_object_prefix(self.role, bucket, prefix)
 
     def grant_registry_read(self, registry: s3.IBucket) -> None:
         """Read the model registry (``GetObject`` and a prefix-scoped ``ListBucket``), as

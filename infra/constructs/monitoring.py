@@ -13,34 +13,24 @@ from __future__ import annotations
 
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_scheduler_targets as targets
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from infra.constructs.alarms import notify, threshold_alarm
+from infra.constructs.alarms import rtml_metric as _rtml
 from infra.constructs.batch_scoring import BatchScoring
 from infra.constructs.function import METRICS_NAMESPACE, RtmlFunction
 from infra.constructs.predict_api import PredictApi
 from infra.constructs.stream_scoring import StreamScoring
-from infra.nag import acknowledge_function_versions, acknowledge_object_prefix
+from infra.nag import acknowledge_function_versions
 from infra.settings import EnvSettings
 from models import contracts as c
 
 MONITOR_HANDLER = "batch.monitor_handler.handler"
 FIVE_MINUTES = cdk.Duration.minutes(5)
-
-
-def _rtml(name: str, service: str, statistic: str, period: cdk.Duration) -> cloudwatch.Metric:
-    return cloudwatch.Metric(
-        namespace=METRICS_NAMESPACE,
-        metric_name=name,
-        dimensions_map={"service": service},
-        statistic=statistic,
-        period=period,
-    )
 
 
 class Monitoring(Construct):
@@ -90,7 +80,12 @@ class Monitoring(Construct):
             bundle="batch",
         )
         self.function.grant_registry_read(registry_bucket)
-        self._grant(data_bucket, settings.batch.prefix)
+        # read the archive, the transactions and the batch runs' manifests; write reports
+        self.function.grant_prefixes(
+            data_bucket,
+            read=[c.ARCHIVE_PREFIX, c.TRANSACTIONS_PREFIX, f"{settings.batch.prefix}/runs"],
+            write=[c.MONITOR_PREFIX],
+        )
         self.schedule = scheduler.Schedule(
             self,
             "Schedule",
@@ -131,58 +126,16 @@ class Monitoring(Construct):
         self.alarms = self._alarms(settings, stream, alarm_topic)
         self.dashboard = self._dashboard(settings, stream, api, batch)
 
-    def _grant(self, data: s3.IBucket, batch_prefix: str) -> None:
-        """Read the archive, the transactions and the batch runs' manifests, write the
-        reports: nothing else."""
-        role = self.function.role
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[
-                    data.arn_for_objects(f"{c.ARCHIVE_PREFIX}/*"),
-                    data.arn_for_objects(f"{c.TRANSACTIONS_PREFIX}/*"),
-                    data.arn_for_objects(f"{batch_prefix}/runs/*"),
-                ],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:PutObject"], resources=[data.arn_for_objects(f"{c.MONITOR_PREFIX}/*")]
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[data.bucket_arn],
-                conditions={
-                    "StringLike": {
-                        "s3:prefix": [
-                            f"{c.ARCHIVE_PREFIX}/*",
-                            f"{c.TRANSACTIONS_PREFIX}/*",
-                            f"{batch_prefix}/runs/*",
-                        ]
-                    }
-                },
-            )
-        )
-        for prefix in (c.ARCHIVE_PREFIX, c.TRANSACTIONS_PREFIX, c.MONITOR_PREFIX):
-            acknowledge_object_prefix(role, data, prefix)
-        acknowledge_object_prefix(role, data, f"{batch_prefix}/runs")
-
     def _alarms(
         self, settings: EnvSettings, stream: StreamScoring, topic: sns.ITopic
     ) -> list[cloudwatch.Alarm]:
         day = cdk.Duration.days(1)
         alarms = [
-            cloudwatch.Alarm(
+            threshold_alarm(
                 self,
                 f"Detector{kind.title().replace('_', '')}",
-                alarm_description=f"The monitor's {kind} detector fired (see the day's report)",
+                description=f"The monitor's {kind} detector fired (see the day's report)",
                 metric=_rtml(metric, "monitor", cloudwatch.Stats.MAXIMUM, day),
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
             for kind, metric in c.MONITOR_ALARM_METRICS.items()
         ]
@@ -206,48 +159,40 @@ class Monitoring(Construct):
             label="records in, none scored",
         )
         alarms.append(
-            cloudwatch.Alarm(
+            threshold_alarm(
                 self,
                 "StreamSilent",
-                alarm_description=(
+                description=(
                     f"Records arrive on the stream but none was scored for {minutes} minutes"
                 ),
                 metric=silence,
                 threshold=1,
                 evaluation_periods=max(1, minutes // 5),
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             )
         )
         # the monitor itself failing must not turn every detector off in silence
         alarms.append(
-            cloudwatch.Alarm(
+            threshold_alarm(
                 self,
                 "MonitorErrors",
-                alarm_description="The monitor job failed (its detectors did not run)",
+                description="The monitor job failed (its detectors did not run)",
                 metric=self.function.function.metric_errors(period=cdk.Duration.hours(1)),
-                threshold=0,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             )
         )
         if settings.monitor.schedule_enabled:
             alarms.append(
-                cloudwatch.Alarm(
+                threshold_alarm(
                     self,
                     "MonitorMissing",
-                    alarm_description="The monitor job has not reported for a day",
+                    description="The monitor job has not reported for a day",
                     metric=_rtml("MonitorRuns", "monitor", cloudwatch.Stats.SUM, day),
                     threshold=1,
-                    evaluation_periods=1,
-                    comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
-                    treat_missing_data=cloudwatch.TreatMissingData.BREACHING,
+                    comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+                    missing=cloudwatch.TreatMissingData.BREACHING,
                 )
             )
-        action = cloudwatch_actions.SnsAction(topic)
-        for alarm in alarms:
-            alarm.add_alarm_action(action)
+        notify(alarms, topic)
         return alarms
 
     def _dashboard(
