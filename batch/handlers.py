@@ -8,7 +8,6 @@ version, so a promote mid-run cannot mix versions.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -18,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
 from batch import job
+from batch.schedule import run_day
 from models import contracts as c
 
 logger = Logger(service="rtml-batch")
@@ -78,25 +78,6 @@ def _model(version: str) -> Any:
     return load_artifact(registry.fetch(settings.model_name, version, cache_dir))
 
 
-def _day(event: dict[str, Any]) -> date:
-    """The run's day: ``date``, or the UTC day before the scheduled time's UTC date."""
-    if event.get("date"):
-        try:
-            return date.fromisoformat(str(event["date"]))
-        except ValueError:
-            raise ValueError(f"date: expected YYYY-MM-DD, got {event['date']!r}") from None
-    if event.get("scheduled_time"):
-        try:
-            at = datetime.fromisoformat(str(event["scheduled_time"]).replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise ValueError(f"scheduled_time: {event.get('scheduled_time')!r} ({exc})") from None
-        # the data's days are UTC days: the last one complete at the scheduled instant (the
-        # schedule's time zone decides when it fires, not which day: Tokyo's 02:30 is still
-        # the previous UTC day, whose "yesterday" would be scored before it ended)
-        return at.astimezone(UTC).date() - timedelta(days=1)
-    raise ValueError("date: missing (give date=YYYY-MM-DD, or scheduled_time)")
-
-
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context(clear_state=True)
 def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -109,7 +90,7 @@ def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     event = dict(event.get("input") or event)
     version = event.get("model_version") or registry.resolve(settings.model_name, "champion")
     backfill = bool(event.get("backfill"))
-    run = job.plan(s3, settings.job_config(), _day(event), model_name=settings.model_name,
+    run = job.plan(s3, settings.job_config(), run_day(event), model_name=settings.model_name,
                    model_version=version, backfill=backfill, execution_arn=execution_arn,
                    is_running=_is_running)  # fmt: skip
     logger.info("planned", extra={"run_id": run.run_id, "model_version": version})

@@ -24,6 +24,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
+from batch.schedule import run_day, scheduled_time
 from models import contracts as c
 
 logger = Logger(service="rtml-monitor")
@@ -57,30 +58,6 @@ def _clients() -> tuple[Any, Any]:
 
     s3 = boto3.client("s3")
     return s3, open_registry(_settings().registry, s3_client=s3)
-
-
-def _scheduled(event: dict[str, Any]) -> datetime | None:
-    if not event.get("scheduled_time"):
-        return None
-    try:
-        return datetime.fromisoformat(str(event["scheduled_time"]).replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"scheduled_time: {event['scheduled_time']!r}") from None
-
-
-def _day(event: dict[str, Any]) -> date:
-    """``date``, or the last UTC day complete at ``scheduled_time`` (the day under way, for a
-    partial run)."""
-    if event.get("date"):
-        try:
-            return date.fromisoformat(str(event["date"]))
-        except ValueError:
-            raise ValueError(f"date: expected YYYY-MM-DD, got {event['date']!r}") from None
-    at = _scheduled(event)
-    if at is not None:
-        back = 0 if event.get("partial") else 1
-        return at.astimezone(UTC).date() - timedelta(days=back)
-    raise ValueError("date: missing (give date=YYYY-MM-DD, or scheduled_time)")
 
 
 def check_day(
@@ -168,12 +145,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
     settings = _settings()
     s3, registry = _clients()
-    day = _day(event)
+    day = run_day(event, under_way=bool(event.get("partial")))
     version = registry.resolve(settings.model_name, "champion")
     model = load_artifact(registry.fetch(settings.model_name, version,
                                          Path(tempfile.gettempdir()) / "rtml-models"))  # fmt: skip
     partial = bool(event.get("partial"))
-    at = _scheduled(event) or datetime.now(UTC)
+    at = scheduled_time(event) or datetime.now(UTC)
     report, scores = check_day(s3, model, settings, day, partial=partial, at=at)
     prefix = f"{settings.report_prefix}/reports/date={day.isoformat()}"
     if partial:  # the day so far, kept per hour beside the day's final report
