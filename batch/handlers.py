@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
 from batch import job
-from batch.schedule import run_day
+from batch.schedule import ScheduledSettings, run_day
 from models import contracts as c
 
 logger = Logger(service="rtml-batch")
@@ -25,7 +25,7 @@ metrics = Metrics(namespace="rtml", service="batch")
 tracer = Tracer(service="rtml-batch")
 
 
-class BatchSettings(c.EnvSettings):
+class BatchSettings(ScheduledSettings):
     """The batch functions' environment, validated once (names in models.contracts)."""
 
     bucket: str = Field(alias=c.ENV_DATA_BUCKET)
@@ -90,7 +90,8 @@ def plan(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     event = dict(event.get("input") or event)
     version = event.get("model_version") or registry.resolve(settings.model_name, "champion")
     backfill = bool(event.get("backfill"))
-    run = job.plan(s3, settings.job_config(), run_day(event), model_name=settings.model_name,
+    day = run_day(event, zone=settings.data_time_zone)
+    run = job.plan(s3, settings.job_config(), day, model_name=settings.model_name,
                    model_version=version, backfill=backfill, execution_arn=execution_arn,
                    is_running=_is_running)  # fmt: skip
     logger.info("planned", extra={"run_id": run.run_id, "model_version": version})

@@ -12,6 +12,7 @@ in infra watch. Runs from the batch bundle (numpy, pyarrow).
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from datetime import UTC, date, datetime, timedelta
@@ -24,14 +25,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 
-from batch.schedule import run_day, scheduled_time
+from batch.schedule import ScheduledSettings, local_time, run_day, scheduled_time
 from models import contracts as c
 
 logger = Logger(service="rtml-monitor")
 metrics = Metrics(namespace="rtml", service="monitor")
 
 
-class MonitorSettings(c.EnvSettings):
+class MonitorSettings(ScheduledSettings):
     """The monitor function's environment (names in models.contracts)."""
 
     bucket: str = Field(alias=c.ENV_DATA_BUCKET)
@@ -60,6 +61,81 @@ def _clients() -> tuple[Any, Any]:
     return s3, open_registry(_settings().registry, s3_client=s3)
 
 
+PERFORMANCE_HISTORY_DAYS = 28
+"""Labelled days a report's quality chart shows (each kept by the run that judged it)."""
+
+
+class Summaries:
+    """What each daily run keeps per day under ``<monitor prefix>/days/date=<day>/``, so
+    later runs never read that day's archive again: ``day.json`` (its checks and counts),
+    ``scores.parquet`` (its scores without the model inputs, for the label check a week
+    later) and ``performance.json`` (its label-based quality, once known)."""
+
+    def __init__(self, s3: Any, bucket: str, prefix: str) -> None:
+        self.s3, self.bucket, self.prefix = s3, bucket, prefix.strip("/")
+
+    def key(self, day: date, name: str) -> str:
+        return f"{self.prefix}/days/date={day.isoformat()}/{name}"
+
+    def _get(self, day: date, name: str) -> bytes | None:
+        try:
+            body: bytes = self.s3.get_object(Bucket=self.bucket, Key=self.key(day, name))[
+                "Body"
+            ].read()
+        except self.s3.exceptions.NoSuchKey:
+            return None
+        return body
+
+    def _many(self, days: list[date], name: str) -> dict[date, bytes]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            found = dict(zip(days, pool.map(lambda d: self._get(d, name), days), strict=True))
+        return {d: body for d, body in found.items() if body is not None}
+
+    def day_reports(self, days: list[date]) -> dict[str, Any]:
+        from models.monitor import DayReport
+
+        return {d.isoformat(): DayReport.model_validate_json(body)
+                for d, body in self._many(days, "day.json").items()}  # fmt: skip
+
+    def performance(self, days: list[date]) -> list[Any]:
+        from models.monitoring import DailyPerformance
+
+        return [DailyPerformance.model_validate(p)
+                for body in self._many(days, "performance.json").values()
+                for p in json.loads(body)]  # fmt: skip
+
+    def scores(self, day: date) -> Any:
+        import pyarrow.parquet as pq
+
+        from models.monitor import ArchivedPredictions
+
+        body = self._get(day, "scores.parquet")
+        return None if body is None else ArchivedPredictions.from_table(pq.read_table(
+            io.BytesIO(body)))  # fmt: skip
+
+    def keep(self, report: Any, archive: Any, days: set[str], labelled_day: date) -> None:
+        """The checked days' summaries, and the labelled day's quality."""
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        for day_report in report.days:
+            if day_report.day not in days:
+                continue
+            day = date.fromisoformat(day_report.day)
+            self._put(day, "day.json", day_report.model_dump_json().encode())
+            buffer = io.BytesIO()
+            pq.write_table(archive.where(archive.day == np.datetime64(day)).to_table(), buffer)
+            self._put(day, "scores.parquet", buffer.getvalue())
+        judged = [p.model_dump() for p in report.performance if p.day == labelled_day.isoformat()]
+        if judged:
+            self._put(labelled_day, "performance.json", json.dumps(judged).encode())
+
+    def _put(self, day: date, name: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self.key(day, name), Body=body)
+
+
 def check_day(
     s3: Any,
     model: Any,
@@ -69,40 +145,74 @@ def check_day(
     partial: bool = False,
     at: datetime | None = None,
 ) -> Any:
-    """The report of the window ending ``day``: labels are those known by ``day`` (a week
-    back). A partial (hourly) run checks the last 24 hours as one window ending at the
-    scheduled time, so the mix of night and day, the baseline's shape, is a whole day's; it
-    skips the volume check (the transactions are not all in the dataset yet)."""
+    """The report of the window ending ``day``, reading as little archive as it can.
+
+    Daily: the checked day's archive, and any day of the window whose summary is missing (a
+    first or a missed run); the other days come from their summaries, the labelled day (a
+    week back) from its scores. It then keeps the summaries it computed. Partial (hourly):
+    the last 24 hours make the checked day, so the mix of night and day, the baseline's
+    shape, is a whole day's; of the day before, only files written in those hours are read;
+    no volume check (the transactions are not all in yet), no labels, nothing kept."""
     import numpy as np
 
     from models.contracts import TRANSACTIONS_COLUMNS, TRANSACTIONS_PREFIX
-    from models.monitor import monitor_period, read_archive_s3
+    from models.monitor import LABEL_DELAY_DAYS, monitor_period, read_archive_s3
     from models.monitoring import MonitorThresholds
     from models.s3_datasets import read_days
 
     start = day - timedelta(days=settings.window_days - 1)
+    labelled_day = day - timedelta(days=LABEL_DELAY_DAYS)
+    summaries = Summaries(s3, settings.bucket, settings.report_prefix)
+    prior = [start + timedelta(days=k) for k in range(settings.window_days - 1)]
+    known = summaries.day_reports(prior)
+    to_read = [d for d in prior if d.isoformat() not in known] + [day]
+    written_since: dict[date, datetime] = {}
+    since = None
+    if partial and at is not None:
+        since = np.datetime64(local_time(at, settings.data_time_zone) - timedelta(days=1), "s")
+        yesterday = day - timedelta(days=1)
+        if yesterday not in to_read:  # its tail only: files written in the last 24 hours
+            to_read.insert(-1, yesterday)
+            written_since[yesterday] = at.astimezone(UTC) - timedelta(days=1, hours=1)
+    labelled = None
+    if not partial and labelled_day not in to_read:
+        labelled = summaries.scores(labelled_day)
+        if labelled is None:
+            to_read.insert(0, labelled_day)
     names = list(model.manifest.feature_names)
-    archive = read_archive_s3(s3, settings.bucket, settings.archive_prefix, start=start,
-                              end=day, feature_names=names)  # fmt: skip
-    if partial and at is not None:  # the last 24 hours make the checked window
-        since = np.datetime64(at.astimezone(UTC).replace(tzinfo=None) - timedelta(days=1), "s")
+    archive = read_archive_s3(s3, settings.bucket, settings.archive_prefix, days=to_read,
+                              feature_names=names, written_since=written_since)  # fmt: skip
+    if since is not None:  # the last 24 hours make the checked window
         archive.day = np.where(archive.time > since, np.datetime64(day, "D"), archive.day)
-    days = [start + timedelta(days=k) for k in range(settings.window_days)]
-    transactions = read_days(s3, settings.bucket, TRANSACTIONS_PREFIX, days, TRANSACTIONS_COLUMNS)
-    tx_days = transactions.column("TX_DATETIME").to_numpy().astype("datetime64[D]")
-    counted = np.unique(tx_days, return_counts=True)
-    labels = dict(zip(transactions.column("TRANSACTION_ID").to_pylist(),
-                      transactions.column("TX_FRAUD").to_pylist(), strict=True))  # fmt: skip
+    transactions_in: dict[str, int] = {}
+    labels: dict[int, int] = {}
+    batch: dict[str, int] = {}
+    if not partial:
+        tx_days = sorted({*to_read, labelled_day})
+        transactions = read_days(s3, settings.bucket, TRANSACTIONS_PREFIX, tx_days,
+                                 TRANSACTIONS_COLUMNS)  # fmt: skip
+        in_day = transactions.column("TX_DATETIME").to_numpy().astype("datetime64[D]")
+        transactions_in = {str(d): int(n) for d, n in zip(*np.unique(in_day, return_counts=True),
+                                                          strict=True)}  # fmt: skip
+        judged = in_day == np.datetime64(labelled_day)
+        labels = dict(zip(transactions.column("TRANSACTION_ID").to_numpy()[judged].tolist(),
+                          transactions.column("TX_FRAUD").to_numpy()[judged].tolist(),
+                          strict=True))  # fmt: skip
+        batch = batch_rows(s3, settings.bucket, settings.batch_prefix, to_read)
+    history = [labelled_day - timedelta(days=k) for k in range(1, PERFORMANCE_HISTORY_DAYS)]
     report = monitor_period(
         model.manifest.reference, archive, start=start, end=day,
-        transactions_in={str(d): int(n) for d, n in zip(*counted, strict=True)},
-        labels=labels, threshold=settings.threshold, as_of=day, check_volume=not partial,
+        transactions_in=transactions_in, labels=labels, threshold=settings.threshold,
+        as_of=day, check_volume=not partial,
         thresholds=MonitorThresholds.model_validate(json.loads(settings.thresholds)),
-        other_paths={"batch": batch_rows(s3, settings.bucket, settings.batch_prefix, days)},
-        model_version=model.version,
+        other_paths={"batch": batch}, model_version=model.version, known_days=known,
+        labelled=labelled,
+        earlier_performance=summaries.performance(history),
     )  # fmt: skip
-    scores = {d.day: archive.score[archive.day == np.datetime64(d.day)] for d in report.days}
-    return report, scores
+    if not partial:
+        checked = {d.isoformat() for d in to_read if start <= d <= day}
+        summaries.keep(report, archive, checked, labelled_day)
+    return report, {"archive_days": [d.isoformat() for d in to_read], "rows_read": len(archive)}
 
 
 def batch_rows(s3: Any, bucket: str, batch_prefix: str, days: list[date]) -> dict[str, int]:
@@ -145,13 +255,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
     settings = _settings()
     s3, registry = _clients()
-    day = run_day(event, under_way=bool(event.get("partial")))
+    day = run_day(event, under_way=bool(event.get("partial")), zone=settings.data_time_zone)
     version = registry.resolve(settings.model_name, "champion")
     model = load_artifact(registry.fetch(settings.model_name, version,
                                          Path(tempfile.gettempdir()) / "rtml-models"))  # fmt: skip
     partial = bool(event.get("partial"))
     at = scheduled_time(event) or datetime.now(UTC)
-    report, scores = check_day(s3, model, settings, day, partial=partial, at=at)
+    report, read = check_day(s3, model, settings, day, partial=partial, at=at)
     prefix = f"{settings.report_prefix}/reports/date={day.isoformat()}"
     if partial:  # the day so far, kept per hour beside the day's final report
         hour = str(event.get("scheduled_time", ""))[11:13] or datetime.now(UTC).strftime("%H")
@@ -159,7 +269,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     s3.put_object(Bucket=settings.bucket, Key=f"{prefix}/report.json",
                   Body=report.model_dump_json(indent=2).encode(),
                   ContentType="application/json")  # fmt: skip
-    page = render(report, model.manifest.reference, scores,
+    page = render(report, model.manifest.reference,
                   title=f"rtml monitoring {day.isoformat()}: {model.manifest.ref}")  # fmt: skip
     s3.put_object(Bucket=settings.bucket, Key=f"{prefix}/report.html", Body=page.encode(),
                   ContentType="text/html")  # fmt: skip
@@ -174,6 +284,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         judged = [v for n, v in today.psi.items() if n not in NOT_ALARMED_DAILY]
         metrics.add_metric("MonitorMaxPsi", MetricUnit.NoUnit, max([today.score_psi, *judged]))
         metrics.add_metric("MonitorPredictions", MetricUnit.Count, today.rows)
-    logger.info("checked", extra={"day": day.isoformat(), "alarms": counts})
+    logger.info("checked", extra={"day": day.isoformat(), "alarms": counts, **read})
     return {"day": day.isoformat(), "report": f"s3://{settings.bucket}/{prefix}/report.html",
-            "alarms": counts, "first_alarm": report.first_alarm}  # fmt: skip
+            "alarms": counts, "first_alarm": report.first_alarm, "read": read}  # fmt: skip

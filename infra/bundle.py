@@ -52,7 +52,7 @@ PACKAGES: Final = ("models", "lambdas", "batch")
 FORBIDDEN: Final = ("numpy", "scipy", "sklearn", "xgboost", "pyarrow", "pandas", "matplotlib")
 """Heavy libraries that must never reach a serving zip (size, and seconds of cold start)."""
 
-BATCH_REQUIREMENTS: Final = (*REQUIREMENTS, "numpy", "pyarrow")
+BATCH_REQUIREMENTS: Final = (*REQUIREMENTS, "numpy", "pyarrow", "tzdata")
 """The batch tasks read and write Parquet and compute features with the offline engine."""
 
 BATCH_FORBIDDEN: Final = ("scipy", "sklearn", "xgboost", "pandas", "matplotlib")

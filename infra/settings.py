@@ -8,11 +8,13 @@ Every problem fails fast, naming the environment and the key at fault.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aws_cdk as cdk
 from constructs import Construct
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -34,6 +36,18 @@ LOG_RETENTION_DAYS: Final[frozenset[int]] = frozenset(
     | {2557, 2922, 3288, 3653}
 )
 """Retention periods CloudWatch Logs accepts; any other fails at deploy, so settings reject it."""
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. UTC, Europe/Paris)") from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
+"""An IANA time zone name, checked at synth (a bad one would fail at deploy, or at run)."""
 
 
 class SettingsError(ValueError):
@@ -172,10 +186,11 @@ class BatchPathSettings(BaseModel):
     model_config = _STRICT
 
     schedule: str = "cron(30 2 * * ? *)"
-    """EventBridge Scheduler expression; a run scores the day before its scheduled time."""
+    """EventBridge Scheduler expression; a run scores the last complete day of the data."""
 
-    timezone: str = "UTC"
-    """IANA time zone of ``schedule`` (EventBridge Scheduler honours daylight saving)."""
+    timezone: TimeZoneName = "UTC"
+    """IANA time zone of ``schedule`` (EventBridge Scheduler honours daylight saving): when
+    it fires; the day it scores is the data's (``data_time_zone``)."""
 
     schedule_enabled: bool = True
 
@@ -217,12 +232,13 @@ class MonitorPathSettings(BaseModel):
     model_config = _STRICT
 
     schedule: str = "cron(45 3 * * ? *)"
-    """EventBridge Scheduler expression; a run checks the last complete UTC day."""
+    """EventBridge Scheduler expression; a run checks the last complete day of the data."""
 
     hourly: bool = True
     """Also check the day under way every hour (label-free checks only)."""
 
-    timezone: str = "UTC"
+    timezone: TimeZoneName = "UTC"
+    """IANA time zone of ``schedule``: when it fires (the day it checks is the data's)."""
     schedule_enabled: bool = True
     window_days: int = Field(default=8, ge=8, le=60)
     """Days each run reads: the checked day and the week before (the high-risk baseline, and
@@ -260,6 +276,11 @@ class EnvSettings(BaseModel):
 
     log_retention_days: int
     """Days to keep logs (log groups, S3 access logs); one of the values CloudWatch Logs allows."""
+
+    data_time_zone: TimeZoneName = "UTC"
+    """IANA zone of the transactions' naive local time (``tx_datetime``): a day of the data,
+    which the batch job scores and the monitor checks, is a day there. Scheduled runs take
+    the last day complete in this zone when they fire."""
 
     alarm_email: str | None = None
     """Address subscribed to operational alarms; ``None`` means no e-mail subscription."""

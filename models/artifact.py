@@ -118,6 +118,8 @@ class Histogram(_Frozen):
     mean: float | None
     min: float | None
     max: float | None
+    std: float | None = None
+    """Standard deviation of the finite values (artifacts from before it was kept: None)."""
 
     @model_validator(mode="after")
     def _shape(self) -> Histogram:
@@ -687,6 +689,7 @@ def _histogram(
         "mean": None if empty else float(finite.mean()),
         "min": None if empty else float(np.min(finite)),
         "max": None if empty else float(np.max(finite)),
+        "std": None if empty else float(finite.std()),
     }
 
 

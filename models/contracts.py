@@ -402,6 +402,8 @@ ENV_BATCH_PREFIX: Final = "RTML_BATCH_PREFIX"
 ENV_SCORES_TABLE: Final = "RTML_SCORES_TABLE"
 """DynamoDB table of the latest batch score per customer."""
 ENV_MAX_BYTES_PER_CHUNK: Final = "RTML_MAX_BYTES_PER_CHUNK"
+ENV_DATA_TIME_ZONE: Final = "RTML_DATA_TIME_ZONE"
+"""IANA zone of the transactions' naive local time: a day of the data is a day there."""
 
 ENV_REGISTRY: Final = "RTML_REGISTRY"
 """Env var holding the registry URI (``s3://bucket/prefix`` or ``file://dir``)."""
@@ -459,6 +461,10 @@ class MonitorThresholds(DriftThresholds):
     this many times smaller (a model stuck at 0 or 1 moves it at once)."""
     mean_score_factor: float = Field(default=2.0, gt=1)
     """The same bound on the mean score against the reference's mean."""
+    mean_score_z: float = Field(default=3.0, ge=0)
+    """Standard errors the window's mean must clear the bound by: a fraud score's mean over a
+    few hundred rows moves by half with two frauds, so the bound applies to the mean's
+    confidence interval, not the mean (a stuck score has no spread and alarms at once)."""
     disagreement_alarm: float = Field(default=0.6, ge=0, le=1)
     """Of the transactions either model flags high-risk, the share only one of them flags
     (1 - Jaccard): 0.2-0.4 between the baseline XGBoost and logistic regression on the

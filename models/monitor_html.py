@@ -114,26 +114,24 @@ def psi_chart(report: MonitorReport) -> str:
                       y_label="PSI")  # fmt: skip
 
 
-def score_chart(profile: ReferenceProfile, scores_by_day: dict[str, np.ndarray]) -> str:
+def score_chart(profile: ReferenceProfile, report: MonitorReport) -> str:
     """Share of transactions per reference score bin: the reference and each half of the
-    period (bins are the reference's quantiles, so the reference is flat by construction)."""
+    period (from each day's counts, so no day's scores need reading again)."""
     histogram = profile.score
     if not histogram.edges:
         return "<p>The reference score histogram has a single bin: nothing to draw.</p>"
     edges = np.asarray(histogram.edges, dtype=np.float64)
     reference = np.asarray(histogram.counts, dtype=np.float64)
-    days = sorted(scores_by_day)
+    days = [d for d in report.days if len(d.score_counts) == len(reference)]
     half = len(days) // 2
     labels = [f"<{_fmt(edges[0])}", *(f"{_fmt(e)}+" for e in edges)]
     series: list[Series] = [("reference", list(reference / max(reference.sum(), 1.0)), "#000",
                              False)]  # fmt: skip
     for k, chosen in enumerate((days[:half], days[half:])):
-        values = np.concatenate([scores_by_day[d] for d in chosen] or [np.array([])])
-        if values.size:
-            counts = np.bincount(np.searchsorted(edges, values, side="right"),
-                                 minlength=len(reference))  # fmt: skip
-            name = f"{chosen[0][5:]}..{chosen[-1][5:]}"
-            series.append((name, list(counts / values.size), PALETTE[k], True))
+        counts = np.sum([d.score_counts for d in chosen], axis=0) if chosen else np.zeros(1)
+        if counts.sum():
+            name = f"{chosen[0].day[5:]}..{chosen[-1].day[5:]}"
+            series.append((name, list(counts / counts.sum()), PALETTE[k], True))
     return line_chart("Score distribution over the reference's bins", labels, series,
                       y_label="share")  # fmt: skip
 
@@ -168,13 +166,12 @@ def volume_chart(report: MonitorReport) -> str:
 def render(
     report: MonitorReport,
     profile: ReferenceProfile,
-    scores_by_day: dict[str, np.ndarray],
     *,
     title: str = "rtml monitoring report",
     notes: Sequence[str] = (),
 ) -> str:
     """The page: summary, the first alarm of each detector, the charts, every alarm."""
-    charts = [psi_chart(report), score_chart(profile, scores_by_day), performance_chart(report),
+    charts = [psi_chart(report), score_chart(profile, report), performance_chart(report),
               volume_chart(report)]  # fmt: skip
     none = "<tr><td colspan=2>none</td></tr>"
     first = "".join(
@@ -208,12 +205,11 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;pad
 def write_html(
     report: MonitorReport,
     profile: ReferenceProfile,
-    scores_by_day: dict[str, np.ndarray],
     path: Path,
     *,
     title: str = "rtml monitoring report",
     notes: Sequence[str] = (),
 ) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(report, profile, scores_by_day, title=title, notes=notes))
+    path.write_text(render(report, profile, title=title, notes=notes))
     return path

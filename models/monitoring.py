@@ -214,6 +214,25 @@ def _ratio_check(
                  detail=f"{what} {observed:.4g} vs reference {reference:.4g}")  # fmt: skip
 
 
+def _mean_check(
+    values: npt.NDArray[np.float64], histogram: Histogram, limits: MonitorThresholds
+) -> Check:
+    """The mean score against the reference's, beyond the factor with ``mean_score_z``
+    standard errors to spare, so a small window's spread alone never alarms. The spread is
+    the window's or the reference's, the larger: a few hundred rows without one of the rare
+    high scores look tight and low, which is how the reference looks by chance."""
+    mean, reference = float(values.mean()), float(histogram.mean or 0.0)
+    spread = max(float(values.std(ddof=1)) if values.size > 1 else 0.0, histogram.std or 0.0)
+    margin = limits.mean_score_z * spread / np.sqrt(values.size)
+    check = _ratio_check("mean_score", mean, reference, limits.mean_score_factor, "mean score")
+    if check.status != "alarm" or reference <= 0:
+        return check
+    beyond = (mean - margin > reference * limits.mean_score_factor
+              or mean + margin < reference / limits.mean_score_factor)  # fmt: skip
+    detail = f"{check.detail} (±{margin:.2g} at {limits.mean_score_z:g} standard errors)"
+    return check.model_copy(update={"status": "alarm" if beyond else "ok", "detail": detail})
+
+
 def _score_checks(
     profile: ReferenceProfile,
     drift: DriftReport,
@@ -249,11 +268,7 @@ def _score_checks(
         no_baseline = "no reference share at this threshold, no baseline yet"
         share_check = Check(detector="high_risk_share", status="insufficient", value=share,
                             detail=no_baseline)  # fmt: skip
-    checks = [
-        share_check,
-        _ratio_check("mean_score", float(values.mean()), float(profile.score.mean or 0.0),
-                     limits.mean_score_factor, "mean score"),
-    ]  # fmt: skip
+    checks = [share_check, _mean_check(values, profile.score, limits)]
     if drift.score.status != "ok":
         checks.append(Check(detector="drift:score", status=drift.score.status,
                             value=round(drift.score.psi, 4), bound=limits.alarm))  # fmt: skip

@@ -1154,8 +1154,9 @@ def _run_monitor_report(args: argparse.Namespace) -> None:
         import boto3
 
         bucket, _, prefix = args.archive.removeprefix("s3://").partition("/")
+        days = [args.start + timedelta(days=k) for k in range((args.end - args.start).days + 1)]
         archive = read_archive_s3(boto3.client("s3"), bucket, prefix or "predictions",
-                                  start=args.start, end=args.end, feature_names=names)  # fmt: skip
+                                  days=days, feature_names=names)  # fmt: skip
     else:
         archive = read_archive_dir(Path(args.archive), args.start, args.end, names)
     if not len(archive):
@@ -1176,8 +1177,7 @@ def _run_monitor_report(args: argparse.Namespace) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     json_path = args.out.with_suffix(".json")
     json_path.write_text(report.model_dump_json(indent=2))
-    scores = {d.day: archive.score[archive.day == np.datetime64(d.day)] for d in report.days}
-    html_path = write_html(report, model.manifest.reference, scores, args.out,
+    html_path = write_html(report, model.manifest.reference, args.out,
                            title=f"rtml monitoring: {model.manifest.ref}")  # fmt: skip
     _emit({"html": str(html_path), "json": str(json_path), "days": len(report.days),
            "predictions": len(archive), "alarms": len(report.alarms),

@@ -86,6 +86,7 @@ class BatchScoring(Construct):
         batch = settings.batch
         environment = {
             c.ENV_DATA_BUCKET: data_bucket.bucket_name,
+            c.ENV_DATA_TIME_ZONE: settings.data_time_zone,
             c.ENV_BATCH_PREFIX: batch.prefix,
             c.ENV_REGISTRY: f"s3://{registry_bucket.bucket_name}/{c.REGISTRY_PREFIX}",
             c.ENV_MODEL_NAME: c.DEFAULT_MODEL_NAME,

@@ -66,6 +66,7 @@ class Monitoring(Construct):
             description="Checks the prediction archive for drift, silent failure and decay",
             environment={
                 c.ENV_DATA_BUCKET: data_bucket.bucket_name,
+                c.ENV_DATA_TIME_ZONE: settings.data_time_zone,
                 c.ENV_ARCHIVE_PREFIX: c.ARCHIVE_PREFIX,
                 c.ENV_MONITOR_PREFIX: c.MONITOR_PREFIX,
                 c.ENV_BATCH_PREFIX: settings.batch.prefix,

@@ -118,5 +118,43 @@ def test_the_hourly_run_checks_the_day_under_way_without_its_volume(
     report = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     # only the days whose labels are known by now (a week back) have label-based figures
     assert all(p["day"] <= (DAY - timedelta(days=7)).isoformat() for p in report["performance"])
-    assert not any(ch["detector"].startswith("volume") for d in report["days"]
-                   for ch in d["checks"])  # fmt: skip
+    # the day under way has no volume check (earlier days are the daily runs' summaries)
+    today = report["days"][-1]
+    assert today["day"] == DAY.isoformat() and today["rows"] > 0
+    assert not any(ch["detector"].startswith("volume") for ch in today["checks"])
+    assert run["result"]["read"]["archive_days"] == [
+        (DAY - timedelta(days=1)).isoformat(),
+        DAY.isoformat(),
+    ]  # the day before for its last 24 hours; every other day from its summary
+
+
+def test_a_daily_run_reads_only_the_days_no_summary_holds(stack: LocalStack, archived: int) -> None:
+    """The first run reads the whole window and keeps a summary per day; the next reads the
+    checked day's archive alone (the labelled day's scores come from its summary), and its
+    report is the same."""
+    s3, bucket, lambdas = stack.client("s3"), stack.info["data_bucket"], stack.client("lambda")
+    (monitor,) = [f["FunctionName"] for f in lambdas.list_functions()["Functions"]
+                  if "Monitor" in f["FunctionName"]]  # fmt: skip
+    for old in s3.list_objects_v2(Bucket=bucket, Prefix=f"{c.MONITOR_PREFIX}/days/").get(
+        "Contents", []
+    ):
+        s3.delete_object(Bucket=bucket, Key=old["Key"])
+    key = f"{c.MONITOR_PREFIX}/reports/date={DAY.isoformat()}/report.json"
+
+    def run() -> tuple[dict[str, object], dict[str, object]]:
+        payload = json.dumps({"date": DAY.isoformat()}).encode()
+        response = lambdas.invoke(FunctionName=monitor, Payload=payload)
+        assert response.get("FunctionError") is None
+        result = json.loads(response["Payload"].read())
+        return result, json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+    first, first_report = run()
+    assert len(first["read"]["archive_days"]) == 8  # type: ignore[index]
+    kept = {o["Key"].rsplit("/", 2)[-2] for o in s3.list_objects_v2(
+        Bucket=bucket, Prefix=f"{c.MONITOR_PREFIX}/days/")["Contents"]}  # fmt: skip
+    assert len(kept) == 8
+    second, second_report = run()
+    assert second["read"]["archive_days"] == [DAY.isoformat()]  # type: ignore[index]
+    assert second["read"]["rows_read"] < archived / 4  # type: ignore[index]
+    assert second_report == first_report
+    assert first_report["performance"], "the labelled day is judged from its kept scores"

@@ -254,6 +254,8 @@ def test_build_app_unknown_env_fails_listing_known_ones(context: dict[str, Any])
         ("stream", {"shards": 2}, "'shards' applies only"),
         ("stream", {"batch_size": 0}, r"stream\.batch_size"),
         ("functions", {"architecture": "sparc"}, r"functions\.architecture"),
+        ("data_time_zone", "Mars/Olympus", r"data_time_zone.*not an IANA time zone"),
+        ("batch", {"timezone": "CET+1"}, r"batch\.timezone.*not an IANA time zone"),
     ],
 )
 def test_build_app_invalid_environment_value_fails(

@@ -97,6 +97,7 @@ def test_task_functions_use_the_batch_bundle_and_satisfy_the_handler_settings(
         parsed = BatchSettings.model_validate(resolved)
         assert parsed.prefix == batch.prefix
         assert parsed.max_bytes_per_chunk == batch.max_bytes_per_chunk
+        assert parsed.data_time_zone == settings[env_name].data_time_zone
         assert variables[c.ENV_SCORES_TABLE]
 
 

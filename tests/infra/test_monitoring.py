@@ -40,6 +40,7 @@ def test_monitor_function_settings_parse_as_the_handler_reads_them(
     )
     monitor = settings[env_name].monitor
     assert parsed.window_days == monitor.window_days
+    assert parsed.data_time_zone == settings[env_name].data_time_zone
     assert c.MonitorThresholds.model_validate_json(parsed.thresholds) == monitor.thresholds
 
 

@@ -262,3 +262,90 @@ def test_an_input_mostly_one_value_in_the_reference_may_be_constant_in_a_small_w
     assert "constant:FLAG" not in _alarms(_checks(profile, window, scores[:300]))
     window = {"FLAG": np.zeros(4_000)}  # 0.99**4000 ~ 4e-18: it is not
     assert "constant:FLAG" in _alarms(_checks(profile, window, scores[:4_000]))
+
+
+def test_the_mean_score_alarms_on_its_confidence_interval_not_on_a_small_windows_mean(
+    profile: ReferenceProfile,
+) -> None:
+    # 250 rows without one of the rare high scores: the mean is a third of the reference's,
+    # which is how a clean small window often looks (40% of the book's 250-row windows)
+    rng = np.random.default_rng(20)
+    features, _ = _world(rng, 250)
+    quiet = rng.beta(0.3, 30.0, 250)
+    assert quiet.mean() < (profile.score.mean or 0) / 2
+    bare = MonitorThresholds(mean_score_z=0, min_rows=100)
+    assert _checks(profile, features, quiet, thresholds=bare)["mean_score"].status == "alarm"
+    judged = _checks(profile, features, quiet, thresholds=MonitorThresholds(min_rows=100))
+    assert judged["mean_score"].status == "ok"
+    assert "standard errors" in judged["mean_score"].detail
+    # a stuck score has no spread of its own: it still alarms at once
+    stuck = _checks(
+        profile, features, np.full(250, 0.9), thresholds=MonitorThresholds(min_rows=100)
+    )
+    assert stuck["mean_score"].status == "alarm"
+
+
+def _ab_archive(n: int, rng: np.random.Generator) -> tuple[Any, dict[int, int]]:
+    """An A/B day: the champion "v" decides even rows and shadows the odd ones, which the
+    challenger "ch" (stuck at 0.9) decides."""
+    from models.monitor import parse_archive
+
+    features, scores = _world(rng, n)
+    lines = []
+    for i in range(n):
+        mine, theirs = float(scores[i]), 0.9
+        decides = i % 2 == 0
+        lines.append(json.dumps({
+            "transaction_id": i, "tx_datetime": "2018-09-01T10:00:00", "customer_id": i,
+            "score": mine if decides else theirs, "model_version": "v" if decides else "ch",
+            "challenger_score": theirs if decides else mine,
+            "challenger_version": "ch" if decides else "v",
+            "features": {k: float(v[i]) for k, v in features.items()},
+        }))  # fmt: skip
+    labels = {i: int(scores[i] >= 0.5) for i in range(n)}
+    return parse_archive(lines, list(features)), labels
+
+
+def test_an_ab_split_judges_each_model_on_every_row_in_its_own_role(
+    profile: ReferenceProfile,
+) -> None:
+    from datetime import date
+
+    from models.monitor import labelled_performance, monitor_period
+
+    archive, labels = _ab_archive(1000, np.random.default_rng(21))
+    performance = labelled_performance(archive, labels, known_by=date(2018, 9, 8),
+                                       model_version="v")  # fmt: skip
+    roles = {(p.role, p.model_version): p.rows for p in performance}
+    assert roles == {("champion", "v"): 1000, ("challenger", "ch"): 1000}
+    day = date(2018, 9, 1)
+    report = monitor_period(profile, archive, start=day, end=day, labels={},
+                            transactions_in={"2018-09-01": 1000}, threshold=THRESHOLD,
+                            model_version="v")  # fmt: skip
+    alarms = {c.detector for c in report.days[0].alarms}
+    # the champion's scores (deciding or not) are clean; the challenger's disagree with them
+    assert "mean_score" not in alarms and "drift:score" not in alarms
+    assert "disagreement" in alarms
+    assert report.days[0].mean_score == pytest.approx(
+        float(np.nanmean(archive.scores_of("v"))), rel=1e-12
+    )
+
+
+def test_the_archive_reader_takes_what_the_checks_need_and_skips_the_rest() -> None:
+    from models.monitor import parse_archive
+
+    assert len(parse_archive([], ["AMOUNT"])) == 0
+    assert len(parse_archive(b"\n\n", ["AMOUNT"])) == 0
+    line = {"transaction_id": 7, "tx_datetime": "2018-09-01T23:59:59.250000", "customer_id": 3,
+            "terminal_id": 9, "score": 0.2, "model_version": "v", "decision": "low_risk",
+            "features": {"AMOUNT": 5.0, "NOT_AN_INPUT": 1.0}}  # fmt: skip
+    archive = parse_archive([json.dumps(line)], ["AMOUNT"])
+    assert archive.day[0] == np.datetime64("2018-09-01")
+    assert archive.time[0] == np.datetime64("2018-09-01T23:59:59")
+    assert archive.path[0] == "stream" and archive.challenger_version[0] == ""
+    assert np.isnan(archive.challenger_score[0])
+    assert set(archive.features) == {"AMOUNT"} and archive.features["AMOUNT"][0] == 5.0
+    # and what a week later needs is kept compact, and read back equal
+    back = type(archive).from_table(archive.to_table())
+    assert back.time[0] == archive.time[0] and back.model_version[0] == "v"
+    assert np.isnan(back.challenger_score[0]) and back.path[0] == "stream"
