@@ -1,5 +1,7 @@
 """Every rtml DynamoDB table is made the same way: on-demand (stream traffic is bursty),
-encrypted, point-in-time recoverable (they hold state that is slow to rebuild)."""
+encrypted, point-in-time recoverable (they hold state that is slow to rebuild), and, where
+the stage retains its data (prod), protected from deletion: a retain policy keeps a table
+when its stack goes, deletion protection also refuses a console or CLI delete."""
 
 from __future__ import annotations
 
@@ -34,4 +36,5 @@ def rtml_table(
         ),
         time_to_live_attribute=ttl_attribute,
         removal_policy=removal_policy,
+        deletion_protection=removal_policy == cdk.RemovalPolicy.RETAIN,
     )

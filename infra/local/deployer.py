@@ -415,6 +415,8 @@ def _table(d: Deployer, logical_id: str, p: dict[str, Any]) -> Created:
     }
     if p.get("SSESpecification", {}).get("SSEEnabled"):
         args["SSESpecification"] = {"Enabled": True}
+    if any(r.get("DeletionProtectionEnabled") for r in replicas):
+        args["DeletionProtectionEnabled"] = True
     if "StreamSpecification" in p:
         args["StreamSpecification"] = {
             "StreamEnabled": True,
