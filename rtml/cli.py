@@ -66,6 +66,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {value}")
+    return value
+
+
 def _emit(result: dict[str, Any], as_json: bool) -> None:
     """Print a command's result on stdout: one JSON object, or aligned key: value lines."""
     if as_json:
@@ -1184,6 +1194,56 @@ def _run_monitor_report(args: argparse.Namespace) -> None:
            "first_alarm": report.first_alarm}, args.json)  # fmt: skip
 
 
+# --- cost -------------------------------------------------------------------------------
+
+
+def _add_cost(sub: Any) -> None:
+    p = sub.add_parser(
+        "cost",
+        help="a deployment's monthly cost per path, from published prices and measured work",
+        description=(
+            "Price an environment (cdk.json settings) at a steady load: Kinesis shards, Lambda "
+            "invocations, duration and concurrency, DynamoDB units, S3 and Step Functions, "
+            "alarms and the dashboard; the cost per million scored transactions per path. "
+            "Prices: infra/prices-us-east-1.json (dated); work per record: bench/*_results.json."
+        ),
+    )
+    p.add_argument("--tps", type=_non_negative_float, required=True,
+                   help="transactions a second on the stream")  # fmt: skip
+    p.add_argument("--api-rps", type=_non_negative_float, default=0.0)
+    p.add_argument("--batch-rows", type=_non_negative_float, default=0.0, help="rows a day")
+    p.add_argument("--env", default="prod", help="the cdk.json environment (default prod)")
+    p.add_argument("--lines", action="store_true", help="every priced line, not just totals")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_cost)
+
+
+def _run_cost(args: argparse.Namespace) -> None:
+    from infra.app import cdk_json_context
+    from infra.cost import estimate
+    from infra.settings import ENVIRONMENTS_CONTEXT_KEY, parse_environments
+
+    environments = parse_environments(cdk_json_context()[ENVIRONMENTS_CONTEXT_KEY])
+    if args.env not in environments:
+        raise ValueError(f"--env: unknown environment {args.env!r} ({', '.join(environments)})")
+    report = estimate(environments[args.env], tps=args.tps, api_rps=args.api_rps,
+                      batch_rows=args.batch_rows)  # fmt: skip
+    if args.json:
+        print(json.dumps(report.as_dict(), default=str))
+        return
+    print(f"{report.environment} in {report.region}, on-demand prices of {report.prices_as_of}")
+    print(f"{'path':<8} {'$ a month':>12} {'$ per million scored':>22}  resources")
+    for path in report.paths:
+        per_million = "" if path.usd_per_million is None else f"{path.usd_per_million:,.3f}"
+        shown = ", ".join(f"{k} {v:,.4g}" if isinstance(v, float | int) else f"{k} {v}"
+                          for k, v in path.resources.items())  # fmt: skip
+        print(f"{path.path:<8} {path.usd:>12,.2f} {per_million:>22}  {shown}")
+        if args.lines:
+            for line in sorted(path.lines, key=lambda ln: -ln.usd):
+                print(f"{'':<8} {line.usd:>12,.2f}   {line.item} ({line.quantity:,.4g})")
+    print(f"{'total':<8} {report.usd:>12,.2f}")
+
+
 # --- entry point ------------------------------------------------------------------------
 
 COMMANDS: tuple[Callable[[Any], None], ...] = (
@@ -1196,6 +1256,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_api,
     _add_batch,
     _add_monitor,
+    _add_cost,
 )
 
 
