@@ -100,9 +100,9 @@ def test_built_bundles_are_within_their_budget(settings: dict[str, EnvSettings])
         assert not top & set(BATCH_FORBIDDEN)
 
 
-def test_stream_handler_starts_from_the_bundle_alone(host_bundle: Bundle, tmp_path: Path) -> None:
-    """Unzipped as Lambda does, with no site-packages: the handler imports, builds its
-    clients and engine, and loads nothing heavy and nothing from outside the bundle."""
+def test_serving_handlers_start_from_the_bundle_alone(host_bundle: Bundle, tmp_path: Path) -> None:
+    """Unzipped as Lambda does, with no site-packages: the stream and API handlers import,
+    build their clients and engines, and load nothing heavy and nothing from outside."""
     # given the bundle extracted into a directory of its own
     task = tmp_path / "task"
     with zipfile.ZipFile(host_bundle.path) as archive:
@@ -123,7 +123,9 @@ def test_stream_handler_starts_from_the_bundle_alone(host_bundle: Bundle, tmp_pa
 import json, sys
 sys.path.insert(0, {str(task)!r})
 import lambdas.stream as handler
+import lambdas.api as api
 handler.scoring()
+api.service()
 heavy = [m for m in {FORBIDDEN!r} if m in sys.modules]
 outside = sorted(
     name for name, module in sys.modules.items()
@@ -154,7 +156,8 @@ print(json.dumps({{"heavy": heavy, "outside": outside, "cached": handler.__cache
 
 def test_batch_handlers_start_from_the_batch_bundle_alone(tmp_path: Path) -> None:
     """The pruned batch bundle (no Flight, no pyarrow filesystems, no tests) still reads and
-    writes Parquet and imports every batch task handler, with no site-packages."""
+    writes Parquet, parses the archive's JSON, knows time zones without the system's zone
+    files (tzdata), and imports every batch task and the monitor, with no site-packages."""
     bundle = build(HOST, build_dir=tmp_path / "build", kind="batch")
     task = tmp_path / "task"
     with zipfile.ZipFile(bundle.path) as archive:
@@ -164,6 +167,14 @@ import io, json, sys
 sys.path.insert(0, {str(task)!r})
 import numpy as np, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc
 import batch.handlers, batch.job, batch.chunks, batch.executions, models.monitoring
+import batch.monitor_handler, zoneinfo
+from models.monitor import parse_archive
+from batch.schedule import run_day
+zoneinfo.reset_tzpath(to=[])  # no system zone files: the bundle's tzdata must answer
+tokyo = str(run_day({{"scheduled_time": "2018-05-16T17:30:00Z"}}, zone="Asia/Tokyo"))
+line = {{"transaction_id": 1, "tx_datetime": "2018-05-16T10:00:00", "customer_id": 2,
+        "score": 0.5, "model_version": "v", "features": {{"A": 1.0}}}}
+parsed = len(parse_archive([json.dumps(line)], ["A"]))
 buffer = io.BytesIO()
 pq.write_table(pa.table({{"a": np.arange(10)}}), buffer, compression="zstd")
 rows = pq.read_table(io.BytesIO(buffer.getvalue())).num_rows
@@ -173,12 +184,13 @@ outside = sorted(
     and not module.__file__.startswith({str(task)!r})
 )
 heavy = [m for m in {BATCH_FORBIDDEN!r} if m in sys.modules]
-print(json.dumps({{"rows": rows, "outside": outside, "heavy": heavy}}))
+print(json.dumps({{"rows": rows, "outside": outside, "heavy": heavy, "tokyo": tokyo,
+                  "parsed": parsed}}))
 """
     env = {"AWS_DEFAULT_REGION": "eu-west-1", "POWERTOOLS_TRACE_DISABLED": "true"}
     result = subprocess.run([sys.executable, "-S", "-s", "-E", "-c", code], capture_output=True,
                             text=True, env=env, check=False, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report == {"rows": 10, "outside": [], "heavy": []}
+    assert report == {"rows": 10, "outside": [], "heavy": [], "tokyo": "2018-05-16", "parsed": 1}
     assert bundle.unzipped_bytes <= LAMBDA_UNZIPPED_LIMIT
