@@ -23,7 +23,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from batch.schedule import ScheduledSettings, local_time, run_day, scheduled_time
 from models import contracts as c
@@ -65,9 +65,23 @@ PERFORMANCE_HISTORY_DAYS = 28
 """Labelled days a report's quality chart shows (each kept by the run that judged it)."""
 
 
+class DaySummary(BaseModel):
+    """A day as a daily run checked it, and what it was checked with: a summary made with
+    another champion, threshold or bounds, or before more of the day's archive arrived (a
+    late or redriven batch), is not reused; the day is read again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    report: Any
+    model_version: str
+    threshold: float
+    thresholds: str
+    archive: str = Field(description="The day's archive listing when read (files:latest).")
+
+
 class Summaries:
     """What each daily run keeps per day under ``<monitor prefix>/days/date=<day>/``, so
-    later runs never read that day's archive again: ``day.json`` (its checks and counts),
+    later runs need not read that day's archive again: ``day.json`` (a :class:`DaySummary`),
     ``scores.parquet`` (its scores without the model inputs, for the label check a week
     later) and ``performance.json`` (its label-based quality, once known)."""
 
@@ -78,12 +92,15 @@ class Summaries:
         return f"{self.prefix}/days/date={day.isoformat()}/{name}"
 
     def _get(self, day: date, name: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
         try:
-            body: bytes = self.s3.get_object(Bucket=self.bucket, Key=self.key(day, name))[
-                "Body"
-            ].read()
-        except self.s3.exceptions.NoSuchKey:
-            return None
+            response = self.s3.get_object(Bucket=self.bucket, Key=self.key(day, name))
+        except ClientError as exc:  # a 403 here means the role lacks a grant: let it raise
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        body: bytes = response["Body"].read()
         return body
 
     def _many(self, days: list[date], name: str) -> dict[date, bytes]:
@@ -93,11 +110,16 @@ class Summaries:
             found = dict(zip(days, pool.map(lambda d: self._get(d, name), days), strict=True))
         return {d: body for d, body in found.items() if body is not None}
 
-    def day_reports(self, days: list[date]) -> dict[str, Any]:
+    def days(self, days: list[date]) -> dict[date, DaySummary]:
         from models.monitor import DayReport
 
-        return {d.isoformat(): DayReport.model_validate_json(body)
-                for d, body in self._many(days, "day.json").items()}  # fmt: skip
+        found = {}
+        for day, body in self._many(days, "day.json").items():
+            summary = DaySummary.model_validate_json(body)
+            found[day] = summary.model_copy(
+                update={"report": DayReport.model_validate(summary.report)}
+            )
+        return found
 
     def performance(self, days: list[date]) -> list[Any]:
         from models.monitoring import DailyPerformance
@@ -115,19 +137,24 @@ class Summaries:
         return None if body is None else ArchivedPredictions.from_table(pq.read_table(
             io.BytesIO(body)))  # fmt: skip
 
-    def keep(self, report: Any, archive: Any, days: set[str], labelled_day: date) -> None:
-        """The checked days' summaries, and the labelled day's quality."""
+    def keep(
+        self, report: Any, archive: Any, checked: dict[date, str], labelled_day: date,
+        *, made_with: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """The checked days' summaries (``checked``: day -> its archive fingerprint when
+        read), and the labelled day's quality."""
         import numpy as np
         import pyarrow.parquet as pq
 
         for day_report in report.days:
-            if day_report.day not in days:
-                continue
             day = date.fromisoformat(day_report.day)
-            self._put(day, "day.json", day_report.model_dump_json().encode())
+            if day not in checked:
+                continue
             buffer = io.BytesIO()
             pq.write_table(archive.where(archive.day == np.datetime64(day)).to_table(), buffer)
             self._put(day, "scores.parquet", buffer.getvalue())
+            summary = DaySummary(report=day_report, archive=checked[day], **made_with)
+            self._put(day, "day.json", summary.model_dump_json().encode())
         judged = [p.model_dump() for p in report.performance if p.day == labelled_day.isoformat()]
         if judged:
             self._put(labelled_day, "performance.json", json.dumps(judged).encode())
@@ -147,16 +174,25 @@ def check_day(
 ) -> Any:
     """The report of the window ending ``day``, reading as little archive as it can.
 
-    Daily: the checked day's archive, and any day of the window whose summary is missing (a
-    first or a missed run); the other days come from their summaries, the labelled day (a
-    week back) from its scores. It then keeps the summaries it computed. Partial (hourly):
-    the last 24 hours make the checked day, so the mix of night and day, the baseline's
-    shape, is a whole day's; of the day before, only files written in those hours are read;
-    no volume check (the transactions are not all in yet), no labels, nothing kept."""
+    Daily: the checked day's archive, and any day of the window whose summary is missing or
+    stale (a first or a missed run, a promote, new files in the day); the other days come
+    from their summaries, the labelled day (a week back) from its scores. It then keeps the
+    summaries it computed. Partial (hourly): the last 24 hours make the checked day, so the
+    mix of night and day, the baseline's shape, is a whole day's; of the day before, only
+    files written in those hours are read; no volume check (the transactions are not all in
+    yet), no labels, nothing kept."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     from models.contracts import TRANSACTIONS_COLUMNS, TRANSACTIONS_PREFIX
-    from models.monitor import LABEL_DELAY_DAYS, monitor_period, read_archive_s3
+    from models.monitor import (
+        LABEL_DELAY_DAYS,
+        archive_listing,
+        listing_fingerprint,
+        monitor_period,
+        read_archive_s3,
+    )
     from models.monitoring import MonitorThresholds
     from models.s3_datasets import read_days
 
@@ -164,7 +200,17 @@ def check_day(
     labelled_day = day - timedelta(days=LABEL_DELAY_DAYS)
     summaries = Summaries(s3, settings.bucket, settings.report_prefix)
     prior = [start + timedelta(days=k) for k in range(settings.window_days - 1)]
-    known = summaries.day_reports(prior)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        listings = dict(zip([*prior, day], pool.map(
+            lambda d: listing_fingerprint(archive_listing(s3, settings.bucket,
+                                                          settings.archive_prefix, d)),
+            [*prior, day]), strict=True))  # fmt: skip
+    made_with = {"model_version": model.version, "threshold": settings.threshold,
+                 "thresholds": settings.thresholds}  # fmt: skip
+    stored = summaries.days(prior)
+    fresh = {d: s for d, s in stored.items() if s.archive == listings[d]}
+    known = {d.isoformat(): s.report for d, s in fresh.items()
+             if {k: getattr(s, k) for k in made_with} == made_with}  # fmt: skip
     to_read = [d for d in prior if d.isoformat() not in known] + [day]
     written_since: dict[date, datetime] = {}
     since = None
@@ -176,7 +222,8 @@ def check_day(
             written_since[yesterday] = at.astimezone(UTC) - timedelta(days=1, hours=1)
     labelled = None
     if not partial and labelled_day not in to_read:
-        labelled = summaries.scores(labelled_day)
+        # its scores hold every model's: only new files in the day make them stale
+        labelled = summaries.scores(labelled_day) if labelled_day in fresh else None
         if labelled is None:
             to_read.insert(0, labelled_day)
     names = list(model.manifest.feature_names)
@@ -206,12 +253,11 @@ def check_day(
         as_of=day, check_volume=not partial,
         thresholds=MonitorThresholds.model_validate(json.loads(settings.thresholds)),
         other_paths={"batch": batch}, model_version=model.version, known_days=known,
-        labelled=labelled,
-        earlier_performance=summaries.performance(history),
+        labelled=labelled, earlier_performance=summaries.performance(history),
     )  # fmt: skip
     if not partial:
-        checked = {d.isoformat() for d in to_read if start <= d <= day}
-        summaries.keep(report, archive, checked, labelled_day)
+        checked = {d: listings[d] for d in to_read if start <= d <= day}
+        summaries.keep(report, archive, checked, labelled_day, made_with=made_with)
     return report, {"archive_days": [d.isoformat() for d in to_read], "rows_read": len(archive)}
 
 
@@ -264,7 +310,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report, read = check_day(s3, model, settings, day, partial=partial, at=at)
     prefix = f"{settings.report_prefix}/reports/date={day.isoformat()}"
     if partial:  # the day so far, kept per hour beside the day's final report
-        hour = str(event.get("scheduled_time", ""))[11:13] or datetime.now(UTC).strftime("%H")
+        hour = local_time(at, settings.data_time_zone).strftime("%H")  # of the checked day
         prefix += f"/hour={hour}"
     s3.put_object(Bucket=settings.bucket, Key=f"{prefix}/report.json",
                   Body=report.model_dump_json(indent=2).encode(),

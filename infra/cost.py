@@ -186,7 +186,8 @@ def stream_cost(prices: Prices, settings: EnvSettings, measured: Measured, tps: 
                         (shards + 1) * HOURS_PER_MONTH, "kinesis_shard_hour"),
             prices.line("Kinesis PUT payload units", records, "kinesis_put_payload_unit"),
         ]  # fmt: skip
-    per_poll = tps / shards / POLLS_PER_SECOND
+    # a batch holds what a shard received since the last poll, or over the batching window
+    per_poll = tps / shards * max(1 / POLLS_PER_SECOND, float(s.batching_window_seconds))
     batch = max(1.0, min(float(s.batch_size), per_poll))
     invocations = records / batch
     # the benchmark's batch: its AWS round trips (wall minus CPU) stay; the CPU scales
@@ -236,8 +237,9 @@ def api_cost(prices: Prices, settings: EnvSettings, measured: Measured, rps: flo
     cost.lines += _lambda_lines(prices, settings, "predictor", invocations=requests,
                                 seconds=billed, memory_mb=a.memory_mb)  # fmt: skip
     cost.lines += [
-        prices.line("DynamoDB read units (state)", requests * measured.stream_read_units,
-                    "dynamodb_read_request_unit"),
+        # the same two items as the stream's strongly consistent read, eventually consistent
+        prices.line("DynamoDB read units (state, eventually consistent)",
+                    requests * measured.stream_read_units / 2, "dynamodb_read_request_unit"),
         prices.line("DynamoDB write units (the prediction, when it has an id)", requests,
                     "dynamodb_write_request_unit"),
     ]  # fmt: skip

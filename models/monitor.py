@@ -122,6 +122,11 @@ def _first_of_each(ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
     return keep
 
 
+REQUIRED_FIELDS: Final = ("transaction_id", "customer_id", "tx_datetime", "score", "model_version")
+"""Fields every archived prediction has (the stream writes ``Prediction``): a line without
+one is a bug upstream, reported by name, never read as a default."""
+
+
 def _archive_schema(feature_names: Iterable[str]) -> Any:
     import pyarrow as pa
 
@@ -155,9 +160,17 @@ def parse_archive(
             np.zeros(0, np.int64), np.zeros(0), np.zeros(0, str), np.zeros(0),
             np.zeros(0, str), np.zeros(0, str), {n: np.zeros(0) for n in names},
         )  # fmt: skip
+    import pyarrow as pa
+
     options = pj.ParseOptions(explicit_schema=_archive_schema(names),
                               unexpected_field_behavior="ignore")  # fmt: skip
-    table = pj.read_json(io.BytesIO(data), parse_options=options)
+    try:
+        table = pj.read_json(io.BytesIO(data), parse_options=options)
+    except pa.ArrowInvalid as exc:
+        raise ValueError(f"archive: a line is not a prediction ({exc})") from None
+    for required in REQUIRED_FIELDS:
+        if (missing := table.column(required).null_count) > 0:
+            raise ValueError(f"archive: {missing} line(s) without {required}")
 
     def floats(column: Any) -> npt.NDArray[np.float64]:
         # a NaN or infinite input is archived as null: the missing-input check's case
@@ -199,6 +212,22 @@ def read_archive_dir(
     return parse_archive(data, feature_names)
 
 
+def archive_listing(s3: Any, bucket: str, prefix: str, day: date) -> list[tuple[str, datetime]]:
+    """(key, LastModified) of a day's archive files, in key order (one listing)."""
+    found = []
+    listing = f"{prefix.strip('/')}/date={day.isoformat()}/"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=listing):
+        found += [(o["Key"], o["LastModified"]) for o in page.get("Contents", [])
+                  if o["Key"].endswith(".jsonl")]  # fmt: skip
+    return sorted(found)
+
+
+def listing_fingerprint(listing: list[tuple[str, datetime]]) -> str:
+    """What a day's archive was when it was read: a file added or rewritten changes it."""
+    latest = max((written for _, written in listing), default=None)
+    return f"{len(listing)}:{'' if latest is None else latest.isoformat()}"
+
+
 def read_archive_s3(
     s3: Any,
     bucket: str,
@@ -214,13 +243,8 @@ def read_archive_s3(
     from concurrent.futures import ThreadPoolExecutor
 
     since = written_since or {}
-    keys = []
-    for day in days:
-        listing = f"{prefix.strip('/')}/date={day.isoformat()}/"
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=listing):
-            keys += [o["Key"] for o in page.get("Contents", [])
-                     if o["Key"].endswith(".jsonl")
-                     and (day not in since or o["LastModified"] >= since[day])]  # fmt: skip
+    keys = [key for day in days for key, written in archive_listing(s3, bucket, prefix, day)
+            if day not in since or written >= since[day]]  # fmt: skip
 
     def body(key: str) -> bytes:
         data: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -364,10 +388,14 @@ def labelled_performance(
     card = np.concatenate([labelled.customer_id, labelled.customer_id[shadow]])
     score = np.concatenate([labelled.score, labelled.challenger_score[shadow]])
     version = np.concatenate([labelled.model_version, labelled.challenger_version[shadow]])
+    deciding = np.arange(day.size) < len(labelled)
     if model_version is None:
-        champion = np.arange(day.size) < len(labelled)
+        champion = deciding
     else:
-        champion = version == model_version
+        # a day the champion did not score at all (before a promote without a shadow period,
+        # or a rollback) keeps the roles the rows had: the deciding model was the champion
+        judged = np.isin(day, np.unique(day[version == model_version]))
+        champion = np.where(judged, version == model_version, deciding)
     return daily_performance(
         day[champion], fraud[champion], card[champion], score[champion], version[champion]
     ) + daily_performance(day[~champion], fraud[~champion], card[~champion], score[~champion],

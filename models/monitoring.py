@@ -220,10 +220,14 @@ def _mean_check(
     """The mean score against the reference's, beyond the factor with ``mean_score_z``
     standard errors to spare, so a small window's spread alone never alarms. The spread is
     the window's or the reference's, the larger: a few hundred rows without one of the rare
-    high scores look tight and low, which is how the reference looks by chance."""
+    high scores look tight and low, which is how the reference looks by chance. A window of
+    one value (a stuck score, at 0 or anywhere) gets no margin."""
     mean, reference = float(values.mean()), float(histogram.mean or 0.0)
-    spread = max(float(values.std(ddof=1)) if values.size > 1 else 0.0, histogram.std or 0.0)
-    margin = limits.mean_score_z * spread / np.sqrt(values.size)
+    if float(np.ptp(values)) == 0.0:  # stuck: no spread to give it the benefit of the doubt
+        margin = 0.0
+    else:
+        spread = max(float(values.std(ddof=1)), histogram.std or 0.0)
+        margin = limits.mean_score_z * spread / np.sqrt(values.size)
     check = _ratio_check("mean_score", mean, reference, limits.mean_score_factor, "mean score")
     if check.status != "alarm" or reference <= 0:
         return check

@@ -81,12 +81,14 @@ class Monitoring(Construct):
             bundle="batch",
         )
         self.function.grant_registry_read(registry_bucket)
-        # read the archive, the transactions and the batch runs' manifests; write reports
+        # read the archive, the transactions, the batch runs' manifests and its own day
+        # summaries (listing them too, so a missing one is a 404, not a 403); write reports
         self.function.grant_prefixes(
             data_bucket,
-            read=[c.ARCHIVE_PREFIX, c.TRANSACTIONS_PREFIX, f"{settings.batch.prefix}/runs"],
+            read=[c.ARCHIVE_PREFIX, c.TRANSACTIONS_PREFIX, f"{settings.batch.prefix}/runs",
+                  f"{c.MONITOR_PREFIX}/days"],
             write=[c.MONITOR_PREFIX],
-        )
+        )  # fmt: skip
         self.schedule = scheduler.Schedule(
             self,
             "Schedule",

@@ -158,3 +158,18 @@ def test_a_daily_run_reads_only_the_days_no_summary_holds(stack: LocalStack, arc
     assert second["read"]["rows_read"] < archived / 4  # type: ignore[index]
     assert second_report == first_report
     assert first_report["performance"], "the labelled day is judged from its kept scores"
+    # a late file in a summarised day, or a summary made with another champion: read again
+    late, other = DAY - timedelta(days=3), DAY - timedelta(days=2)
+    s3.put_object(Bucket=bucket, Key=f"{c.ARCHIVE_PREFIX}/date={late}/late.jsonl", Body=b"")
+    kept_key = f"{c.MONITOR_PREFIX}/days/date={other}/day.json"
+    kept = json.loads(s3.get_object(Bucket=bucket, Key=kept_key)["Body"].read())
+    kept["model_version"] = "an-earlier-champion"
+    s3.put_object(Bucket=bucket, Key=kept_key, Body=json.dumps(kept).encode())
+    third, third_report = run()
+    assert third["read"]["archive_days"] == [  # type: ignore[index]
+        late.isoformat(),
+        other.isoformat(),
+        DAY.isoformat(),
+    ]
+    assert third_report == first_report
+    s3.delete_object(Bucket=bucket, Key=f"{c.ARCHIVE_PREFIX}/date={late}/late.jsonl")

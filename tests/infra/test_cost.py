@@ -91,3 +91,13 @@ def test_the_cli_prints_json_with_every_path(capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit, match="2"):
         cli.main(["cost", "--tps", "-3"])
     assert "--tps: must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_a_batching_window_fills_batches_at_a_low_rate(settings: dict[str, EnvSettings]) -> None:
+    prod = settings["prod"]
+    waiting = prod.model_copy(update={"stream": prod.stream.model_copy(
+        update={"batching_window_seconds": 20})})  # fmt: skip
+    quick = estimate(prod, tps=10, measured=MEASURED).paths[0]
+    patient = estimate(waiting, tps=10, measured=MEASURED).paths[0]
+    assert patient.resources["records per invocation"] == 50.0
+    assert patient.usd_per_million < quick.usd_per_million  # type: ignore[operator]

@@ -116,3 +116,8 @@ def test_monitor_role_reads_the_archive_and_transactions_and_writes_reports_only
     for statement in statements:
         if statement["Action"] == "s3:PutObject":
             assert f"/{c.MONITOR_PREFIX}/*" in json.dumps(statement["Resource"])
+    # its own day summaries, read back by the next run (listed too: a missing one is a 404)
+    summaries = f"{c.MONITOR_PREFIX}/days/*"
+    for action in ("s3:GetObject", "s3:ListBucket"):
+        granted = [s for s in statements if s["Action"] == action]
+        assert any(summaries in json.dumps(s) for s in granted), action

@@ -43,8 +43,7 @@ STATEFUL: Final = (
 
 
 def _json(template: Template) -> dict[str, Any]:
-    data: dict[str, Any] = template.to_json()
-    return data
+    return dict(template.to_json())
 
 
 def _statements(template: Template) -> list[tuple[str, dict[str, Any]]]:

@@ -278,11 +278,11 @@ def test_the_mean_score_alarms_on_its_confidence_interval_not_on_a_small_windows
     judged = _checks(profile, features, quiet, thresholds=MonitorThresholds(min_rows=100))
     assert judged["mean_score"].status == "ok"
     assert "standard errors" in judged["mean_score"].detail
-    # a stuck score has no spread of its own: it still alarms at once
-    stuck = _checks(
-        profile, features, np.full(250, 0.9), thresholds=MonitorThresholds(min_rows=100)
-    )
-    assert stuck["mean_score"].status == "alarm"
+    # a stuck score has no spread of its own: it still alarms at once, high or at 0
+    for value in (0.9, 0.0):
+        stuck = _checks(profile, features, np.full(250, value),
+                        thresholds=MonitorThresholds(min_rows=100))  # fmt: skip
+        assert stuck["mean_score"].status == "alarm", value
 
 
 def _ab_archive(n: int, rng: np.random.Generator) -> tuple[Any, dict[int, int]]:
@@ -349,3 +349,37 @@ def test_the_archive_reader_takes_what_the_checks_need_and_skips_the_rest() -> N
     back = type(archive).from_table(archive.to_table())
     assert back.time[0] == archive.time[0] and back.model_version[0] == "v"
     assert np.isnan(back.challenger_score[0]) and back.path[0] == "stream"
+
+
+def test_a_day_the_champion_never_scored_keeps_the_roles_its_rows_had(
+    profile: ReferenceProfile,
+) -> None:
+    """Promoted without a shadow period: the labelled day was decided by the old champion,
+    which is then judged as the champion (else the AP floor would be blind for a week)."""
+    from datetime import date
+
+    from models.monitor import labelled_performance, parse_archive
+
+    features, scores = _world(np.random.default_rng(22), 600)
+    lines = [json.dumps({"transaction_id": i, "tx_datetime": "2018-09-01T10:00:00",
+                         "customer_id": i, "score": float(scores[i]), "model_version": "old",
+                         "features": {k: float(v[i]) for k, v in features.items()}})
+             for i in range(600)]  # fmt: skip
+    archive = parse_archive(lines, list(features))
+    labels = {i: int(scores[i] >= 0.5) for i in range(600)}
+    performance = labelled_performance(archive, labels, known_by=date(2018, 9, 8),
+                                       model_version="new")  # fmt: skip
+    assert [(p.role, p.model_version, p.rows) for p in performance] == [("champion", "old", 600)]
+
+
+def test_an_archive_line_without_a_required_field_is_named_not_defaulted() -> None:
+    from models.monitor import parse_archive
+
+    good = {"transaction_id": 1, "tx_datetime": "2018-09-01T10:00:00", "customer_id": 1,
+            "score": 0.1, "model_version": "v", "features": {}}  # fmt: skip
+    for field in ("transaction_id", "customer_id", "tx_datetime", "score", "model_version"):
+        line = {k: v for k, v in good.items() if k != field}
+        with pytest.raises(ValueError, match=rf"1 line\(s\) without {field}"):
+            parse_archive([json.dumps(good), json.dumps(line)], [])
+    with pytest.raises(ValueError, match="archive: a line is not a prediction"):
+        parse_archive([json.dumps({**good, "score": "high"})], [])
