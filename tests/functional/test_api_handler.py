@@ -367,3 +367,21 @@ def test_openapi_document_is_served_and_checked_in() -> None:
     assert json.loads(checked_in.read_text()) == json.loads(json.dumps(openapi_spec())), (
         "docs/openapi.json drifted from the code: run `make openapi`"
     )
+
+
+def test_the_api_key_never_reaches_a_log_or_a_response(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Scored, refused and failed requests: the key a caller sent appears in no log line
+    (Powertools writes them to stdout) and in no response body."""
+    secret = "kQ9zSECRETvalue0123456789abcdefghij"
+    bodies = []
+    for body, raw in ((tx(7), None), ({"customer_id": "x"}, None), (None, "{not json")):
+        event = rest_event("POST", "/v1/predictions", body=body, raw=raw)
+        event["headers"]["x-api-key"] = secret
+        event["requestContext"]["identity"]["apiKey"] = secret
+        bodies.append(world.api.handler(event, Context())["body"])
+    logged = capsys.readouterr()
+    assert logged.out  # the handler did log (else this test could not fail)
+    assert secret not in logged.out + logged.err
+    assert not any(secret in b for b in bodies)

@@ -233,3 +233,25 @@ def test_every_role_holds_exactly_its_listed_actions(
     assert schedulers == SCHEDULER_ROLE_ACTIONS
     functions = {r: a for r, a in held.items() if not r.startswith("SchedulerRoleForTarget")}
     assert functions == ROLE_ACTIONS
+
+
+REPO_SECRET: Final = re.compile(
+    r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|"
+    r"aws_secret_access_key\s*[=:]\s*['\"]?[A-Za-z0-9/+]{40}"
+)
+
+
+def test_no_credential_or_private_key_is_committed() -> None:
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True,
+                           check=True).stdout.decode().split("\0")  # fmt: skip
+    found = []
+    for name in filter(None, files):
+        path = root / name
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            text = path.read_bytes().decode("utf-8", errors="ignore")
+            found += [f"{name}: {m.group(0)[:12]}..." for m in REPO_SECRET.finditer(text)]
+    assert len(files) > 100 and found == []
