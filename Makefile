@@ -15,7 +15,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install bundle openapi lint typecheck pytest pytest-all synth test test-all demo bench bench-peers lock clean
+.PHONY: help install bundle openapi lint typecheck pytest pytest-all synth test test-all demo bench bench-small bench-peers lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -81,14 +81,11 @@ demo: $(BIN)/.installed  ## simulate, features, train, then a day through Kinesi
 		--out $(DATA)/artifacts/logistic_regression
 	RTML=$(BIN)/rtml PY=$(BIN)/python scripts/demo-local.sh $(DATA) $(DEMO_DATE)
 
-bench: $(BIN)/.installed  ## benchmarks (figures as ratios measured in one run; after make demo)
-	$(BIN)/python -m bench.simulator
-	$(BIN)/python -m bench.features --in $(DATA)/simulated
-	$(BIN)/python -m bench.training --data $(DATA)/features
-	$(BIN)/python -m bench.scorer --data $(DATA)/features
-	$(BIN)/python -m bench.state_store --data $(DATA)/simulated
-	$(BIN)/python -m bench.stream --data $(DATA)/simulated --artifact $(DATA)/artifacts/xgboost
-	$(BIN)/python -m bench.api --data $(DATA)/simulated --artifact $(DATA)/artifacts/xgboost
+bench: $(BIN)/.installed  ## every benchmark, one table, bench/results.json; fails on a missed target
+	$(BIN)/python -m bench.suite --data $(DATA)
+
+bench-small: $(BIN)/.installed  ## the same on a 500-customer world (data/bench-small), in minutes
+	$(BIN)/python -m bench.suite --small
 
 # Feast's pins stay out of .venv: the peers benchmark gets its own venv on the same Python.
 PEERS_VENV := .venv-peers

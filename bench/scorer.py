@@ -15,6 +15,7 @@ median of several runs) with and without compiled bytecode and the code cache.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -286,6 +287,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="agreement rows")
     parser.add_argument("--calls", type=int, default=20_000, help="single-row calls timed")
     parser.add_argument("--cold-runs", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args()
 
     x, y = load_features(args.data, args.customers, args.days)
@@ -300,6 +302,13 @@ def main() -> None:
             bench_family(f, x_train=x_train, y_train=y_train, x_test=x_test, args=args, work=work)
             for f in args.families.split(",")
         ]
+        if args.out:
+            args.out.write_text(json.dumps({r["family"]: {
+                "max_diff": r["max_diff"], "checked": r["checked"],
+                "lean_p50_us": r["lean"][0], "lean_p99_us": r["lean"][1],
+                "lean_best_of_3_p99_us": r["lean"][2], "library": r["library"][0],
+                "library_p50_us": r["library"][1], "library_p99_us": r["library"][2],
+            } for r in results}, indent=2))  # fmt: skip
         print()
         table = [["family", "scorer", "code KB", "model KB", "rows checked", "max |diff|", ">1e-6"]]
         for r in results:
