@@ -296,6 +296,9 @@ def main() -> int:
         for k, name in enumerate(chosen, 1):
             print(f"[{k}/{len(chosen)}] {name}", file=sys.stderr, flush=True)
             figures += BENCHMARKS[name](paths, args.small, Path(tmp))
+    from infra.cost import Measured
+
+    Measured.from_results(base=Measured.load()).save()  # what rtml cost prices
     machine = {"platform": platform.platform(), "python": platform.python_version(),
                "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
                "processor": platform.machine()}  # fmt: skip

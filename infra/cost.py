@@ -1,9 +1,9 @@
 """What a deployment costs a month, per path, from published prices and measured figures.
 
 ``rtml cost --tps N [--api-rps M] [--batch-rows R]``. Prices: ``infra/prices-us-east-1.json``
-(dated, on-demand list prices, one file). Work per record: the benchmarks' last results in
-``bench/*_results.json`` (AWS requests, DynamoDB units and Lambda time a record, measured on
-this machine against stand-ins with 10 ms a call), so a user can plan past one machine; the
+(dated, on-demand list prices, one file). Work per record: ``bench/measured.json`` (DynamoDB
+units, Lambda time a record, measured on this machine against stand-ins with 10 ms a call;
+``make bench`` refreshes it from the benchmarks), so a user can plan past one machine; the
 shape of the deployment (memory, batch size, stream mode, TTLs): the environment's settings.
 Every assumption the model makes beyond those is a named constant below, listed in the README.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,9 +50,13 @@ EMF_METRICS: Final = 60
 """Custom metric series (name and dimensions) the functions publish."""
 
 
+MEASURED: Final = ROOT / "bench" / "measured.json"
+"""The work per record the cost model uses (committed; ``make bench`` refreshes it)."""
+
+
 @dataclass(frozen=True)
 class Measured:
-    """Work per record from the benchmarks (``bench/*_results.json``), with their source."""
+    """Work per record from the benchmarks, with where each figure came from."""
 
     stream_wall_ms_per_batch: float
     stream_batch: int
@@ -64,35 +69,53 @@ class Measured:
     sources: tuple[str, ...] = field(default=())
 
     @classmethod
-    def from_bench(cls, root: Path = ROOT / "bench") -> Measured:
+    def load(cls, path: Path = MEASURED) -> Measured:
+        data = json.loads(path.read_text())
+        return cls(**{**data, "sources": tuple(data.get("sources", ()))})
+
+    def save(self, path: Path = MEASURED) -> None:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        path.write_text(json.dumps({**data, "sources": list(self.sources)}, indent=2) + "\n")
+
+    @classmethod
+    def from_results(cls, root: Path = ROOT / "bench", base: Measured | None = None) -> Measured:
+        """The figures of the benchmarks' latest results (``bench/*_results.json``, written
+        by ``python -m bench.stream``, ``bench.api``, ``bench.batch``, ``bench.state_store``);
+        a benchmark not run keeps ``base``'s (the committed) figures."""
+        figures = {k: getattr(base, k) for k in cls.__dataclass_fields__} if base else {}
+        # "bench/<file> (<date measured>)", by file: a new run replaces its file's entry
+        sources = {label.split(" ")[0]: label for label in (base.sources if base else ())}
+
         def load(name: str) -> Any:
             path = root / name
             if not path.exists():
-                raise FileNotFoundError(f"{path}: run the benchmark that writes it first")
+                return None
+            measured = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            sources[f"bench/{name}"] = f"bench/{name} ({measured:%Y-%m-%d})"
             return json.loads(path.read_text())
 
-        stream = load("stream_results.json")
-        api = load("api_results.json")
-        batch = load("batch_results.json")
-        state = load("state_store_results.json")
-        latency, cpu = stream["latency"], stream["no_latency"]
-        stages = batch["stage_seconds"]
-        per_row = (stages["terminal"] + stages["customer"]) / batch["rows"]
-        return cls(
-            stream_wall_ms_per_batch=latency["wall_ms_p50"],
-            stream_batch=latency["batch"],
-            stream_cpu_us_per_record=cpu["cpu_us_per_record"] - cpu["fake_cpu_us_per_record"],
-            stream_write_units=latency["state_write_units_per_record"]
-            + latency["prediction_write_units_per_record"],
-            stream_read_units=latency["state_read_units_per_record"],
-            api_in_process_ms=api["in_process"]["p50_us"] / 1000,
-            batch_seconds_per_row=per_row,
-            prediction_item_bytes=int(state["prediction_item_bytes"]),
-            sources=("bench/stream_results.json (python -m bench.stream)",
-                     "bench/api_results.json (python -m bench.api)",
-                     "bench/batch_results.json (python -m bench.batch)",
-                     "bench/state_store_results.json (python -m bench.state_store)"),
-        )  # fmt: skip
+        if stream := load("stream_results.json"):
+            latency, cpu = stream["latency"], stream["no_latency"]
+            figures.update(
+                stream_wall_ms_per_batch=latency["wall_ms_p50"], stream_batch=latency["batch"],
+                stream_cpu_us_per_record=cpu["cpu_us_per_record"] - cpu["fake_cpu_us_per_record"],
+                stream_write_units=latency["state_write_units_per_record"]
+                + latency["prediction_write_units_per_record"],
+                stream_read_units=latency["state_read_units_per_record"],
+            )  # fmt: skip
+        if api := load("api_results.json"):
+            figures["api_in_process_ms"] = api["in_process"]["p50_us"] / 1000
+        if batch := load("batch_results.json"):
+            stages = batch["stage_seconds"]
+            figures["batch_seconds_per_row"] = (stages["terminal"] + stages["customer"]) / batch[
+                "rows"
+            ]
+        if state := load("state_store_results.json"):
+            figures["prediction_item_bytes"] = int(state["prediction_item_bytes"])
+        missing = set(cls.__dataclass_fields__) - {"sources"} - set(figures)
+        if missing:
+            raise FileNotFoundError(f"no benchmark result for {sorted(missing)}: run make bench")
+        return cls(**{**figures, "sources": tuple(sources.values())})
 
 
 @dataclass(frozen=True)
@@ -336,7 +359,7 @@ def estimate(
     ``batch_rows`` a day."""
     if tps < 0 or api_rps < 0 or batch_rows < 0:
         raise ValueError("tps, api_rps and batch_rows must be >= 0")
-    work = measured or Measured.from_bench()
+    work = measured or Measured.load()
     price = prices or Prices()
     paths = [stream_cost(price, settings, work, tps)] if tps else []
     if api_rps:

@@ -47,6 +47,12 @@ def test_small_batches_at_a_low_rate_cost_more_a_record(settings: dict[str, EnvS
     assert per_million[2.5] > per_million[100]  # type: ignore[operator]
 
 
+def test_the_committed_measurements_load_and_name_their_sources() -> None:
+    measured = Measured.load()
+    assert measured.stream_write_units > 0 and measured.sources
+    assert all(source.startswith("bench/") for source in measured.sources)
+
+
 def test_the_measured_stream_path_is_within_the_target_per_million(
     settings: dict[str, EnvSettings],
 ) -> None:
