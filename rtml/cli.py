@@ -1205,7 +1205,8 @@ def _add_cost(sub: Any) -> None:
             "Price an environment (cdk.json settings) at a steady load: Kinesis shards, Lambda "
             "invocations, duration and concurrency, DynamoDB units, S3 and Step Functions, "
             "alarms and the dashboard; the cost per million scored transactions per path. "
-            "Prices: infra/prices-us-east-1.json (dated); work per record: bench/*_results.json."
+            "Prices: infra/prices-us-east-1.json (dated); work per record: bench/measured.json "
+            "(make bench refreshes it)."
         ),
     )
     p.add_argument("--tps", type=_non_negative_float, required=True,
