@@ -1194,6 +1194,77 @@ def _run_monitor_report(args: argparse.Namespace) -> None:
            "first_alarm": report.first_alarm}, args.json)  # fmt: skip
 
 
+# --- select -----------------------------------------------------------------------------
+
+
+def _add_select(sub: Any) -> None:
+    p = sub.add_parser(
+        "select",
+        help="the handbook's model selection (chapter 5): prequential grid search, test folds",
+        description=(
+            "--protocol handbook-ch5: every grid point of the book's grids for decision tree, "
+            "logistic regression, random forest and XGBoost, fitted on 4 prequential "
+            "validation folds (before the test period) and 4 test folds (weeks of 2018-08-08 "
+            "to 2018-09-04); for each metric the best validation parameters, reported by "
+            "their test mean and std beside the book's table. Writes DIR/selection.json."
+        ),
+    )
+    p.add_argument("--protocol", choices=("handbook-ch5",), default="handbook-ch5")
+    p.add_argument("--data", type=Path, required=True, help="feature table (rtml features)")
+    p.add_argument("--models", default="decision_tree,logistic_regression,random_forest,xgboost")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="fits at once (processes; default: the cores)")  # fmt: skip
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run_select)
+
+
+def _run_select(args: argparse.Namespace) -> None:
+    import os
+    import time
+
+    from models import selection, training
+
+    families = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(families) - set(selection.HANDBOOK_GRIDS))
+    if unknown:
+        raise ValueError(
+            f"--models: unknown {unknown} (known: {', '.join(selection.HANDBOOK_GRIDS)})"
+        )
+    protocol = selection.HandbookProtocol()
+    frame = training.load_features(args.data)
+    started = time.perf_counter()
+    results = {}
+    for family in families:
+        fits = len(selection.grid_points(selection.HANDBOOK_GRIDS[family])) * 2 * protocol.n_folds
+        with _progress(fits, f"select {family}") as bar:
+            results[family] = selection.select_family(
+                frame,
+                family,
+                protocol,
+                workers=args.workers or os.cpu_count() or 1,
+                progress=bar.update,
+            )
+        log.info(
+            "%s: %s", family, {m: round(c.test_mean, 3) for m, c in results[family].best.items()}
+        )
+    report = selection.SelectionReport(
+        protocol=protocol, models=results, seconds=round(time.perf_counter() - started, 1),
+        validation_folds=[f.describe() for f in protocol.validation_folds()],
+        test_folds=[f.describe() for f in protocol.test_folds()],
+    )  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "selection.json").write_text(report.model_dump_json(indent=2))
+    if args.json:
+        print(json.dumps({"summary": report.summary(), "seconds": report.seconds}))
+        return
+    print(f"{'model':<20} {'metric':<6} {'test mean':>9} {'std':>6} {'book':>6}  params")
+    for row in report.summary():
+        print(f"{row['model']:<20} {row['metric']:<6} {row['test_mean']:>9.3f} "
+              f"{row['test_std']:>6.3f} {row['book']:>6.3f}  {row['params']}")  # fmt: skip
+    print(f"wrote {args.out / 'selection.json'} in {report.seconds:.0f} s")
+
+
 # --- cost -------------------------------------------------------------------------------
 
 
@@ -1257,6 +1328,7 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_api,
     _add_batch,
     _add_monitor,
+    _add_select,
     _add_cost,
 )
 

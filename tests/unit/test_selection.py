@@ -1,0 +1,73 @@
+"""The handbook's chapter 5 selection: its folds, the choice per metric, and the same
+results whether the fits run in one process or several."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pytest
+
+from models.evaluation import Metrics
+from models.selection import GridPoint, HandbookProtocol, choose, select_family
+from models.training import FeatureFrame
+
+
+def test_the_folds_are_the_books() -> None:
+    protocol = HandbookProtocol()
+    starts = [f.train_start for f in protocol.validation_folds()]
+    assert starts == [date(2018, 7, 11), date(2018, 7, 4), date(2018, 6, 27), date(2018, 6, 20)]
+    tests = protocol.test_folds()
+    assert [f.train_start for f in tests] == [
+        date(2018, 8, 15), date(2018, 8, 8), date(2018, 8, 1), date(2018, 7, 25)
+    ]  # fmt: skip
+    # every validation week is assessed before the first test fold trains on it... and ends
+    # before the test period of the base protocol starts
+    assert max(f.test_end for f in protocol.validation_folds()) <= date(2018, 8, 8)
+    assert [f.test_start for f in tests][-1] == date(2018, 8, 8)
+
+
+def _metrics(auc: float, ap: float, cp: float) -> Metrics:
+    return Metrics(auc_roc=auc, average_precision=ap, card_precision_at_100=cp)
+
+
+def test_each_metric_chooses_by_its_validation_mean_and_reports_its_test_folds() -> None:
+    a = GridPoint(params={"C": 1}, validation=[_metrics(0.9, 0.5, 0.2)] * 2,
+                  test=[_metrics(0.8, 0.4, 0.1), _metrics(0.6, 0.2, 0.3)])  # fmt: skip
+    b = GridPoint(params={"C": 10}, validation=[_metrics(0.8, 0.6, 0.2)] * 2,
+                  test=[_metrics(0.7, 0.7, 0.2)] * 2)  # fmt: skip
+    assert choose([a, b], "auc").params == {"C": 1}
+    chosen = choose([a, b], "ap")
+    assert chosen.params == {"C": 10} and chosen.test_mean == pytest.approx(0.7)
+    first = choose([a, b], "auc")
+    assert first.test_mean == pytest.approx(0.7) and first.test_folds == [0.8, 0.6]
+    assert first.test_std == pytest.approx(np.std([0.8, 0.6], ddof=1))
+    assert choose([a, b], "cp100").params == {"C": 1}  # a tie keeps the first
+
+
+def _frame(seed: int = 0) -> FeatureFrame:
+    rng = np.random.default_rng(seed)
+    days = np.arange(np.datetime64("2018-06-10"), np.datetime64("2018-09-10"))
+    day = np.repeat(days, 300)
+    x = rng.normal(size=(day.size, 3))
+    labels = (x[:, 0] + rng.normal(scale=1.5, size=day.size) > 3.0).astype(np.int8)
+    return FeatureFrame(x=x, labels=labels, days=day, cards=rng.integers(0, 2000, day.size),
+                        feature_names=("a", "b", "c"))  # fmt: skip
+
+
+def test_a_family_is_selected_alike_in_one_process_or_several() -> None:
+    frame = _frame()
+    grid = {"C": [0.01, 1.0]}
+    one = select_family(frame, "logistic_regression", HandbookProtocol(), grid=grid)
+    two = select_family(frame, "logistic_regression", HandbookProtocol(), grid=grid, workers=2)
+    assert [p.model_dump() for p in one.points] == [p.model_dump() for p in two.points]
+    assert len(one.points) == 2 and all(len(p.test) == 4 for p in one.points)
+    assert set(one.best) == {"auc", "ap", "cp100"}
+    assert one.best["ap"].test_mean > 0.1  # the label follows x[0]: the model finds it
+
+
+def test_a_table_missing_a_fold_is_refused_naming_it() -> None:
+    frame = _frame()
+    late = frame.take(np.flatnonzero(frame.days >= np.datetime64("2018-07-01")))
+    with pytest.raises(ValueError, match="has no data"):
+        select_family(late, "logistic_regression", HandbookProtocol(), grid={"C": [1.0]})
