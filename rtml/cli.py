@@ -1206,7 +1206,8 @@ def _add_select(sub: Any) -> None:
             "logistic regression, random forest and XGBoost, fitted on 4 prequential "
             "validation folds (before the test period) and 4 test folds (weeks of 2018-08-08 "
             "to 2018-09-04); for each metric the best validation parameters, reported by "
-            "their test mean and std beside the book's table. Writes DIR/selection.json."
+            "their test mean and std beside the book's table. Writes DIR/selection.json and "
+            "DIR/selection.html (the summary and the validation curves)."
         ),
     )
     p.add_argument("--protocol", choices=("handbook-ch5",), default="handbook-ch5")
@@ -1255,6 +1256,9 @@ def _run_select(args: argparse.Namespace) -> None:
     )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "selection.json").write_text(report.model_dump_json(indent=2))
+    from models.selection_html import write_html
+
+    write_html(report, args.out / "selection.html")
     if args.json:
         print(json.dumps({"summary": report.summary(), "seconds": report.seconds}))
         return

@@ -71,3 +71,18 @@ def test_a_table_missing_a_fold_is_refused_naming_it() -> None:
     late = frame.take(np.flatnonzero(frame.days >= np.datetime64("2018-07-01")))
     with pytest.raises(ValueError, match="has no data"):
         select_family(late, "logistic_regression", HandbookProtocol(), grid={"C": [1.0]})
+
+
+def test_the_report_page_holds_the_summary_and_a_curve_per_model_and_metric() -> None:
+    from models.selection import SelectionReport
+    from models.selection_html import render
+
+    protocol = HandbookProtocol()
+    family = select_family(_frame(1), "logistic_regression", protocol, grid={"C": [0.1, 1.0]})
+    report = SelectionReport(protocol=protocol, models={"logistic_regression": family},
+                             seconds=1.0, validation_folds=[f.describe() for f in
+                             protocol.validation_folds()], test_folds=[f.describe() for f
+                             in protocol.test_folds()])  # fmt: skip
+    page = render(report)
+    assert page.count("<svg") == 3 and "0.623" in page  # the book's AP for the model
+    assert len(report.summary()) == 3
