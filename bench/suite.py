@@ -297,13 +297,15 @@ def main() -> int:
                         help="default data/ (data/bench-small with --small)")  # fmt: skip
     parser.add_argument("--small", action="store_true", help="a 500-customer world")
     parser.add_argument("--only", default="", help=f"comma-separated: {', '.join(BENCHMARKS)}")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default bench/results.json, or results-small.json")  # fmt: skip
     args = parser.parse_args()
     chosen = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
     unknown = sorted(set(chosen) - set(BENCHMARKS))
     if unknown:
         parser.error(f"--only: unknown {unknown} (known: {', '.join(BENCHMARKS)})")
     data = args.data or (ROOT / "data" / ("bench-small" if args.small else ""))
+    args.out = args.out or (RESULTS.with_name("results-small.json") if args.small else RESULTS)
     started = time.perf_counter()
     paths = prepare(data, small=args.small)
     figures: list[Figure] = []
@@ -326,9 +328,10 @@ def main() -> int:
     machine = {"platform": platform.platform(), "python": platform.python_version(),
                "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
                "processor": platform.machine()}  # fmt: skip
-    if args.only and args.out.exists():  # a partial run replaces its figures, keeps the rest
+    earlier = _json(args.out) if args.only and args.out.exists() else None
+    if earlier and earlier.get("small") == args.small:  # a partial run keeps the rest
         fresh = {f.name for f in figures}
-        kept = [Figure(**f) for f in _json(args.out)["figures"] if f["name"] not in fresh]
+        kept = [Figure(**f) for f in earlier["figures"] if f["name"] not in fresh]
         order = {name: k for k, name in enumerate(BENCHMARK_ORDER)}
         figures = sorted([*kept, *figures], key=lambda f: order.get(f.name, len(order)))
     missed = [f.name for f in figures if f.met is False]

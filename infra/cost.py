@@ -39,6 +39,8 @@ AWS_CALL_MS: Final = 10.0
 POLLS_PER_SECOND: Final = 1.0
 """Lambda polls each shard about once a second; with no batching window a batch holds what
 arrived since (so at low rates batches are small and invocations many)."""
+DYNAMODB_ITEM_OVERHEAD: Final = 100
+"""Bytes DynamoDB adds to each item for its storage bill (indexes aside)."""
 ON_DEMAND_START_SHARDS: Final = 4
 """An on-demand stream starts with 4 MB/s (4 shards) of write capacity and grows with use."""
 SHARD_RECORDS_PER_SECOND: Final = 1_000
@@ -188,9 +190,15 @@ def stream_cost(prices: Prices, settings: EnvSettings, measured: Measured, tps: 
     records = tps * SECONDS_PER_MONTH
     cost = PathCost("stream", records)
     needed = max(1, math.ceil(tps * RECORD_KB / 1024), math.ceil(tps / SHARD_RECORDS_PER_SECOND))
+    extended_hours = max(0, s.stream_retention_hours - 24)  # past the first day
     if s.stream_mode == "on_demand":
         shards = max(ON_DEMAND_START_SHARDS, needed)
         gb = records * RECORD_KB / 1024**2
+        if extended_hours:  # the GB held past the first day, on average over the month
+            held = gb / HOURS_PER_MONTH * extended_hours
+            what = f"Kinesis extended retention ({s.stream_retention_hours} h, GB-month)"
+            unit = "kinesis_on_demand_extended_retention_gb_month"
+            cost.lines.append(prices.line(what, held, unit))
         cost.lines += [
             prices.line("Kinesis on-demand stream-hours (transactions, labels)",
                         2 * HOURS_PER_MONTH, "kinesis_on_demand_stream_hour"),
@@ -204,13 +212,19 @@ def stream_cost(prices: Prices, settings: EnvSettings, measured: Measured, tps: 
             cost.resources["warning"] = (
                 f"{shards} shards carry {shards * 1000} records/s; {tps:g} asked"
             )
+        if extended_hours:
+            what = f"Kinesis extended retention ({s.stream_retention_hours} h, shard-hours)"
+            unit = "kinesis_extended_retention_shard_hour"
+            cost.lines.append(prices.line(what, (shards + 1) * HOURS_PER_MONTH, unit))
         cost.lines += [
             prices.line("Kinesis shard-hours (transactions + 1 for labels)",
                         (shards + 1) * HOURS_PER_MONTH, "kinesis_shard_hour"),
             prices.line("Kinesis PUT payload units", records, "kinesis_put_payload_unit"),
         ]  # fmt: skip
-    # a batch holds what a shard received since the last poll, or over the batching window
+    # a batch holds what a shard received since the last poll, or over the batching window,
+    # shared among the shard's concurrent batches (the parallelization factor)
     per_poll = tps / shards * max(1 / POLLS_PER_SECOND, float(s.batching_window_seconds))
+    per_poll /= s.parallelization_factor
     batch = max(1.0, min(float(s.batch_size), per_poll))
     invocations = records / batch
     # the benchmark's batch: its AWS round trips (wall minus CPU) stay; the CPU scales
@@ -228,7 +242,9 @@ def stream_cost(prices: Prices, settings: EnvSettings, measured: Measured, tps: 
     })  # fmt: skip
     cost.lines += _lambda_lines(prices, settings, "scorer", invocations=invocations,
                                 seconds=seconds, memory_mb=s.memory_mb)  # fmt: skip
-    stored_gb = tps * 86_400 * s.prediction_ttl_days * measured.prediction_item_bytes / 1e9
+    # DynamoDB bills storage on the item's bytes plus 100 bytes of overhead an item
+    stored_gb = (tps * 86_400 * s.prediction_ttl_days
+                 * (measured.prediction_item_bytes + DYNAMODB_ITEM_OVERHEAD) / 1e9)  # fmt: skip
     cost.lines += [
         prices.line("DynamoDB write units (state, prediction)",
                     records * measured.stream_write_units, "dynamodb_write_request_unit"),
@@ -239,7 +255,7 @@ def stream_cost(prices: Prices, settings: EnvSettings, measured: Measured, tps: 
         prices.line("DynamoDB point-in-time recovery of them (GB)", stored_gb,
                     "dynamodb_pitr_gb_month"),
         prices.line("S3 archive PUTs (one object a batch)", invocations, "s3_put"),
-        prices.line("S3 archive, a month's lines kept a month (GB)",
+        prices.line("S3 archive, a month's lines (storage grows by this every month, GB)",
                     records * ARCHIVE_BYTES_PER_RECORD / 1e9, "s3_gb_month"),
         prices.line("EventBridge alerts (high-risk decisions)", records * HIGH_RISK_SHARE,
                     "eventbridge_event"),

@@ -101,7 +101,8 @@ class GridPoint(BaseModel):
         return float(np.mean([getattr(m, METRICS[metric]) for m in getattr(self, which)]))
 
     def std(self, which: Literal["validation", "test"], metric: MetricName) -> float:
-        return float(np.std([getattr(m, METRICS[metric]) for m in getattr(self, which)], ddof=1))
+        # the population std over the folds, as the book's (scikit-learn's) reports it
+        return float(np.std([getattr(m, METRICS[metric]) for m in getattr(self, which)]))
 
 
 class Chosen(BaseModel):

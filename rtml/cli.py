@@ -1307,7 +1307,9 @@ def _run_cost(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(report.as_dict(), default=str))
         return
-    print(f"{report.environment} in {report.region}, on-demand prices of {report.prices_as_of}")
+    where = environments[args.env].region or "any region"
+    print(f"{report.environment} (deploys to {where}), {report.region} on-demand prices of "
+          f"{report.prices_as_of}")  # fmt: skip
     print(f"{'path':<8} {'$ a month':>12} {'$ per million scored':>22}  resources")
     for path in report.paths:
         per_million = "" if path.usd_per_million is None else f"{path.usd_per_million:,.3f}"

@@ -55,13 +55,16 @@ def test_a_partial_run_replaces_its_figures_and_keeps_the_others(
 ) -> None:
     old = [Figure("simulate", "w", 2.0, "s", met=True), Figure("score_batch", "w", 1.0, "x",
                                                                  met=False)]  # fmt: skip
-    quiet.write_text(json.dumps({"figures": [f.as_dict() for f in old]}))
+    quiet.write_text(json.dumps({"small": False, "figures": [f.as_dict() for f in old]}))
     better = Figure("score_batch", "again", 2.0, "x", met=True)
     monkeypatch.setattr(suite, "BENCHMARKS", {"simulate": _fake([]),
                                               "score_batch": _fake([better])})  # fmt: skip
     assert _main(monkeypatch, "--only", "score_batch", "--out", str(quiet)) == 0
     names = [(f["name"], f["what"]) for f in json.loads(quiet.read_text())["figures"]]
     assert names == [("simulate", "w"), ("score_batch", "again")]
+    # a small world's figures never join the book's table
+    assert _main(monkeypatch, "--small", "--only", "score_batch", "--out", str(quiet)) == 0
+    assert [f["name"] for f in json.loads(quiet.read_text())["figures"]] == ["score_batch"]
 
 
 def test_an_unknown_benchmark_is_refused_by_name(
