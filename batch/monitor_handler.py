@@ -106,7 +106,9 @@ class Summaries:
     def _many(self, days: list[date], name: str) -> dict[date, bytes]:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=10) as pool:
+        from models.s3_datasets import READ_WORKERS
+
+        with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
             found = dict(zip(days, pool.map(lambda d: self._get(d, name), days), strict=True))
         return {d: body for d, body in found.items() if body is not None}
 
@@ -200,11 +202,14 @@ def check_day(
     labelled_day = day - timedelta(days=LABEL_DELAY_DAYS)
     summaries = Summaries(s3, settings.bucket, settings.report_prefix)
     prior = [start + timedelta(days=k) for k in range(settings.window_days - 1)]
-    with ThreadPoolExecutor(max_workers=10) as pool:
-        listings = dict(zip([*prior, day], pool.map(
-            lambda d: listing_fingerprint(archive_listing(s3, settings.bucket,
-                                                          settings.archive_prefix, d)),
-            [*prior, day]), strict=True))  # fmt: skip
+    from models.s3_datasets import READ_WORKERS
+
+    window = [*prior, day]  # listed once: the summaries' freshness, then the reads
+    with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
+        found = pool.map(lambda d: archive_listing(s3, settings.bucket, settings.archive_prefix,
+                                                   d), window)  # fmt: skip
+        listed = dict(zip(window, found, strict=True))
+    listings = {d: listing_fingerprint(files) for d, files in listed.items()}
     made_with = {"model_version": model.version, "threshold": settings.threshold,
                  "thresholds": settings.thresholds}  # fmt: skip
     stored = summaries.days(prior)
@@ -228,7 +233,8 @@ def check_day(
             to_read.insert(0, labelled_day)
     names = list(model.manifest.feature_names)
     archive = read_archive_s3(s3, settings.bucket, settings.archive_prefix, days=to_read,
-                              feature_names=names, written_since=written_since)  # fmt: skip
+                              feature_names=names, written_since=written_since,
+                              listings=listed)  # fmt: skip
     if since is not None:  # the last 24 hours make the checked window
         archive.day = np.where(archive.time > since, np.datetime64(day, "D"), archive.day)
     transactions_in: dict[str, int] = {}

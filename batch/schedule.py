@@ -13,7 +13,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
@@ -23,12 +22,10 @@ from models import contracts as c
 @cache
 def data_zone(name: str) -> tzinfo:
     """The data's time zone by IANA name; a clear ValueError naming the setting otherwise."""
-    if name == "UTC":
-        return UTC
     try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"data_time_zone: unknown IANA time zone {name!r}") from None
+        return c.time_zone(name)
+    except ValueError as exc:
+        raise ValueError(f"data_time_zone: {exc}") from None
 
 
 class ScheduledSettings(c.EnvSettings):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Self
 
 from pydantic import (
@@ -404,6 +404,21 @@ ENV_SCORES_TABLE: Final = "RTML_SCORES_TABLE"
 ENV_MAX_BYTES_PER_CHUNK: Final = "RTML_MAX_BYTES_PER_CHUNK"
 ENV_DATA_TIME_ZONE: Final = "RTML_DATA_TIME_ZONE"
 """IANA zone of the transactions' naive local time: a day of the data is a day there."""
+
+
+def time_zone(name: str) -> tzinfo:
+    """An IANA time zone by name (the settings' and the scheduled functions' one check);
+    a ValueError saying what is wrong otherwise. Lambda images may lack the system's zone
+    files: the batch bundle ships ``tzdata``."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if name == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. UTC, Europe/Paris)") from None
+
 
 ENV_REGISTRY: Final = "RTML_REGISTRY"
 """Env var holding the registry URI (``s3://bucket/prefix`` or ``file://dir``)."""

@@ -236,21 +236,30 @@ def read_archive_s3(
     days: Iterable[date],
     feature_names: Iterable[str],
     written_since: Mapping[date, datetime] | None = None,
+    listings: Mapping[date, list[tuple[str, datetime]]] | None = None,
 ) -> ArchivedPredictions:
-    """The archive's ``days`` from S3 (one listing a day, GETs 10 at a time). For a day in
-    ``written_since``, only the files written from then on: a file written earlier cannot
-    hold a transaction after it (the hourly check's last 24 hours)."""
+    """The archive's ``days`` from S3 (one listing a day, unless ``listings`` has the day's
+    already; GETs ``READ_WORKERS`` at a time). For a day in ``written_since``, only the
+    files written from then on: a file written earlier cannot hold a transaction after it
+    (the hourly check's last 24 hours)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    since = written_since or {}
-    keys = [key for day in days for key, written in archive_listing(s3, bucket, prefix, day)
-            if day not in since or written >= since[day]]  # fmt: skip
+    from models.s3_datasets import READ_WORKERS
+
+    since, listed = written_since or {}, listings or {}
+    keys = [
+        key
+        for day in days
+        for key, written in (listed[day] if day in listed
+                             else archive_listing(s3, bucket, prefix, day))
+        if day not in since or written >= since[day]
+    ]  # fmt: skip
 
     def body(key: str) -> bytes:
         data: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         return data
 
-    with ThreadPoolExecutor(max_workers=10) as pool:
+    with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
         return parse_archive(b"\n".join(pool.map(body, sorted(keys))), feature_names)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from datetime import date
 from typing import Any, Final, Literal
 
@@ -176,29 +177,25 @@ def select_family(
             raise ValueError(f"fold {fold.describe()} has no data: the table must cover it")
     params = [{**HANDBOOK_FIXED.get(family, {}), **p} for p in grid_points(used)]
     jobs = [(family, p, k) for p in params for k in range(len(splits))]
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    with ExitStack() as stack:
+        if workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-        # spawned workers get the frame once each (forking a threaded process can deadlock)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init,
-                                 initargs=(frame, splits)) as pool:  # fmt: skip
-            results = []
-            for result in pool.map(_job, jobs):
-                results.append(result)
-                if progress:
-                    progress(1)
-    else:
-        _init(frame, splits)
-        try:
-            results = []
-            for job in jobs:
-                results.append(_job(job))
-                if progress:
-                    progress(1)
-        finally:
-            _WORK.clear()
+            # spawned workers get the frame once each (forking a threaded process can hang)
+            pool = stack.enter_context(ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init, initargs=(frame, splits)))  # fmt: skip
+            fitted = pool.map(_job, jobs)
+        else:
+            _init(frame, splits)
+            stack.callback(_WORK.clear)
+            fitted = map(_job, jobs)
+        results = []
+        for result in fitted:
+            results.append(result)
+            if progress:
+                progress(1)
     n = protocol.n_folds
     points = []
     for k, p in enumerate(params):
