@@ -26,7 +26,12 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from models.features.offline import calendar_features, entity_features, epoch_seconds
+from models.features.offline import (
+    calendar_features,
+    entity_features,
+    epoch_seconds,
+    ratio_features,
+)
 from models.features.spec import BASELINE, EntitySpec, FeatureSpec
 
 SECONDS_PER_DAY: Final = 86_400
@@ -102,6 +107,7 @@ def assemble(
             raise ValueError(f"rows without {names[0] if names else 'stage'} features: {missing}")
         for name in names:
             out[name] = stage.column(name).to_numpy()[order][clipped]
+    out.update(ratio_features(spec, out))
     return {name: out[name] for name in spec.feature_names()}
 
 

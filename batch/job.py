@@ -47,7 +47,7 @@ from models.contracts import (
     TRANSACTIONS_PREFIX,
 )
 from models.errors import RtmlError
-from models.features.spec import BASELINE, EntitySpec
+from models.features.spec import SERVED, EntitySpec
 from models.s3_datasets import (
     MalformedPartError,
     day_prefix,
@@ -103,7 +103,7 @@ class Plan(BaseModel):
 
 
 def _entities() -> tuple[EntitySpec, EntitySpec]:
-    by_key = {e.key: e for e in BASELINE.entities}
+    by_key = {e.key: e for e in SERVED.entities}
     return by_key["CUSTOMER_ID"], by_key["TERMINAL_ID"]
 
 
@@ -421,7 +421,7 @@ def customer_chunk(
     )
     clock.lap("read")
     customer_features = entity_stage(history, customers, start, start + SECONDS_PER_DAY)
-    features = assemble(day_rows, [customer_features, terminal_features])
+    features = assemble(day_rows, [customer_features, terminal_features], SERVED)
     names = list(model.manifest.feature_names)
     rows = np.column_stack([features[n].astype(np.float64) for n in names])
     clock.lap("features")

@@ -27,6 +27,7 @@ from typing import Any
 from models.api import ApiScoring
 from models.contracts import TRANSACTIONS_COLUMNS
 from models.features.replay import delivered_between, states_as_of
+from models.features.spec import SERVED
 from models.registry import ModelLoader, open_registry
 from models.serving import ModelRouter
 
@@ -64,7 +65,7 @@ def _time(api: ApiScoring, bodies: list[bytes]) -> dict[str, float]:
 
 
 def in_process(table: Any, day: datetime, artifact: Path, n: int) -> dict[str, float]:
-    engine, _ = states_as_of(table, int(day.replace(tzinfo=UTC).timestamp()) - 1)
+    engine, _ = states_as_of(table, int(day.replace(tzinfo=UTC).timestamp()) - 1, SERVED)
     with tempfile.TemporaryDirectory() as tmp:
         registry = open_registry(f"file://{tmp}/registry")
         version = registry.push(artifact).version
@@ -86,7 +87,7 @@ def on_moto(table: Any, day: datetime, artifact: Path, n: int) -> dict[str, floa
 
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     bodies = _bodies(table, day, n)
-    engine, _ = states_as_of(table, int(day.replace(tzinfo=UTC).timestamp()) - 1)
+    engine, _ = states_as_of(table, int(day.replace(tzinfo=UTC).timestamp()) - 1, SERVED)
     wanted = {("CUSTOMER_ID", json.loads(b)["customer_id"]) for b in bodies} | {
         ("TERMINAL_ID", json.loads(b)["terminal_id"]) for b in bodies
     }
@@ -101,7 +102,7 @@ def on_moto(table: Any, day: datetime, artifact: Path, n: int) -> dict[str, floa
         name = registry.list()[0].name
         registry.promote(name, version, "champion")
         router = ModelRouter(ModelLoader(registry, name, cache_dir=Path(tmp) / "cache"))
-        api = ApiScoring(engine=OnlineFeatures(store), router=router, predictions=None)
+        api = ApiScoring(engine=OnlineFeatures(store, SERVED), router=router, predictions=None)
         return _time(api, bodies)
 
 

@@ -41,7 +41,7 @@ from models.features import dynamodb_store as ddb
 from models.features.offline import compute_features
 from models.features.online import MemoryStore, OnlineFeatures, RawEvent
 from models.features.replay import LabelFeed, history_events
-from models.features.spec import SECONDS_PER_DAY
+from models.features.spec import FEATURE_SETS, SECONDS_PER_DAY, SERVED, FeatureSpec
 
 WRITE_PRICE = 0.625  # $ per million on-demand write request units (us-east-1)
 READ_PRICE = 0.125  # $ per million on-demand read request units
@@ -179,7 +179,13 @@ def _batches(events: list[RawEvent], size: int) -> Iterator[list[RawEvent]]:
 
 
 def bench_book(
-    table: pa.Table, labels: LabelFeed, *, batch: int, warm_days: int, days: int
+    table: pa.Table,
+    labels: LabelFeed,
+    *,
+    batch: int,
+    warm_days: int,
+    days: int,
+    spec: FeatureSpec = SERVED,
 ) -> dict[str, Any]:
     """Warm one horizon in memory, copy the state into DynamoDB, stream ``days`` through it."""
     events, _ = history_events(table, timedelta(days=7), labels)
@@ -190,7 +196,7 @@ def bench_book(
     warm = [e for e, d in zip(events, delivered, strict=True) if d < warm_end]
     measured = [e for e, d in zip(events, delivered, strict=True) if warm_end <= d < measure_end]
 
-    memory = OnlineFeatures(MemoryStore())
+    memory = OnlineFeatures(MemoryStore(), spec)
     for chunk in _batches(warm, 5000):
         memory.process_raw(chunk)
     client = FakeDynamoDB()
@@ -200,7 +206,7 @@ def bench_book(
         store.save((entity, entity_id), state, memory.machines[entity])
     store.usage = ddb.Usage(track_sizes=True)
 
-    engine = OnlineFeatures(store)
+    engine = OnlineFeatures(store, spec)
     n_tx = sum(1 for e in measured if not e.is_label)
     started = time.perf_counter()
     chunks = list(_batches(measured, batch))
@@ -216,6 +222,7 @@ def bench_book(
     wu = usage.write_units / n_tx
     ru = usage.read_units / n_tx
     return {
+        "spec": spec.name,
         "labels": labels,
         "batch": batch,
         "transactions": n_tx,
@@ -359,6 +366,11 @@ def main() -> None:
     parser.add_argument(
         "--parts", default="book,busy,moto", help="comma-separated: book, busy, moto"
     )
+    parser.add_argument(
+        "--specs",
+        default="baseline,improved",
+        help="comma-separated feature sets of the book part (their state sizes compare)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/state_store_results.json"))
     args = parser.parse_args()
 
@@ -379,7 +391,15 @@ def main() -> None:
     results["prediction_item_bytes"] = prediction_item_size()
     if "book" in parts:
         results["book"] = [
-            bench_book(table, feed, batch=args.batch, warm_days=args.warm_days, days=args.days)
+            bench_book(
+                table,
+                feed,
+                batch=args.batch,
+                warm_days=args.warm_days,
+                days=args.days,
+                spec=FEATURE_SETS[name],
+            )
+            for name in args.specs.split(",")
             for feed in ("chargebacks", "all")
         ]
     if "busy" in parts:
@@ -413,19 +433,21 @@ def report(results: dict[str, Any]) -> None:
 def report_book(results: dict[str, Any]) -> None:
     """The book part's tables."""
     print(f"\nbook data, Kinesis batches of {results['book'][0]['batch']} records")
-    print(f"{'labels':<12}{'entity':<13}{'p50 B':>7}{'p99 B':>7}{'max B':>7}{'<=1KB':>7}")
+    print(f"{'spec':<20}{'labels':<12}{'entity':<13}{'p50 B':>7}{'p99 B':>7}{'max B':>7}"
+          f"{'<=1KB':>7}")  # fmt: skip
     for r in results["book"]:
         for entity, s in r["item_bytes"].items():
             print(
-                f"{r['labels']:<12}{entity:<13}{s['p50']:7.0f}{s['p99']:7.0f}"
-                f"{s['max']:7.0f}{s['share_le_1kb']:7.1%}"
+                f"{r.get('spec', 'handbook_baseline'):<20}{r['labels']:<12}{entity:<13}"
+                f"{s['p50']:7.0f}{s['p99']:7.0f}{s['max']:7.0f}{s['share_le_1kb']:7.1%}"
             )
     print(
-        f"\n{'labels':<12}{'WU/tx state':>12}{'+prediction':>12}{'RU/tx':>8}"
+        f"\n{'spec':<20}{'labels':<12}{'WU/tx state':>12}{'+prediction':>12}{'RU/tx':>8}"
         f"{'req/batch':>10}{'$/M tx':>8}"
     )
     for r in results["book"]:
         print(
+            f"{r.get('spec', 'handbook_baseline'):<20}"
             f"{r['labels']:<12}{r['write_units_per_tx_state']:12.3f}"
             f"{r['write_units_per_tx_with_prediction']:12.3f}{r['read_units_per_tx']:8.3f}"
             f"{r['requests_per_batch']:10.2f}{r['usd_per_million_tx']:8.3f}"

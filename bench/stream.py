@@ -30,6 +30,7 @@ from models.contracts import TRANSACTIONS_COLUMNS
 from models.features import dynamodb_store as ddb
 from models.features.online import OnlineFeatures
 from models.features.replay import delivered_between, states_as_of
+from models.features.spec import SERVED
 from models.registry import ModelLoader, open_registry
 from models.serving import ModelRouter
 from models.stream import StreamRecord, StreamScoring
@@ -132,7 +133,7 @@ def run(
     save_workers: int = 32,
 ) -> dict[str, Any]:
     """Warm the state to ``day``, then stream ``batches`` batches of it; the figures."""
-    engine, _ = states_as_of(table, int(day.replace(tzinfo=UTC).timestamp()) - 1)
+    engine, _ = states_as_of(table, int(day.replace(tzinfo=UTC).timestamp()) - 1, SERVED)
     fake = FakeAWS()
     counter: list[int] = []
     store = ddb.DynamoDBStateStore(fake, "state")  # type: ignore[arg-type]
@@ -147,7 +148,7 @@ def run(
         name = registry.list()[0].name
         registry.promote(name, version, "champion")
         scoring = StreamScoring(
-            engine=OnlineFeatures(store, save_workers=save_workers),
+            engine=OnlineFeatures(store, SERVED, save_workers=save_workers),
             router=ModelRouter(ModelLoader(registry, name, cache_dir=Path(tmp) / "cache")),
             predictions=DynamoDBPredictions(client, "predictions"),
             alerts=EventBridgeAlerts(client, "bus"),

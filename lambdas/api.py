@@ -49,6 +49,7 @@ def service() -> ApiScoring:
     from models.aws_sinks import DynamoDBLatestScores, DynamoDBPredictions
     from models.features.dynamodb_store import DynamoDBStateStore
     from models.features.online import OnlineFeatures
+    from models.features.spec import SERVED
     from models.registry import open_registry
     from models.serving import ModelRouter
 
@@ -57,7 +58,7 @@ def service() -> ApiScoring:
     registry = open_registry(settings.registry, s3_client=boto3.client("s3"))
     return ApiScoring(
         engine=OnlineFeatures(
-            DynamoDBStateStore(dynamodb, settings.feature_state_table, size_items=False)
+            DynamoDBStateStore(dynamodb, settings.feature_state_table, size_items=False), SERVED
         ),
         router=ModelRouter.from_registry(
             registry,

@@ -64,6 +64,7 @@ def scoring() -> StreamScoring:
     from models.aws_sinks import DynamoDBPredictions, EventBridgeAlerts, S3Archive, SQSDeadLetters
     from models.features.dynamodb_store import DynamoDBStateStore
     from models.features.online import OnlineFeatures
+    from models.features.spec import SERVED
     from models.registry import open_registry
     from models.serving import ModelRouter
 
@@ -81,6 +82,7 @@ def scoring() -> StreamScoring:
         engine=OnlineFeatures(
             # DynamoDB reports the units it bills: no sizing of every item on the hot path
             DynamoDBStateStore(dynamodb, settings.feature_state_table, size_items=False),
+            SERVED,
             save_workers=settings.save_workers,
         ),
         router=router,

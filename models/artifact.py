@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from models.contracts import MODEL_FAMILIES, ModelFamily
 from models.errors import RtmlError
-from models.features.spec import BASELINE, FeatureSpec
+from models.features.spec import BASELINE, SERVED, FeatureSpec
 from models.scorer import (
     CODEGEN_MAX_NODES,
     LinearModel,
@@ -307,25 +307,30 @@ def read_manifest(path: Path) -> ArtifactManifest:
     return manifest
 
 
-def check_feature_spec(manifest: ArtifactManifest, spec: FeatureSpec = BASELINE) -> None:
-    """Refuse an artifact whose features the running code does not compute the same way."""
-    running = spec.spec_hash()
-    if manifest.feature_spec_hash != running:
+def check_feature_spec(manifest: ArtifactManifest, spec: FeatureSpec = SERVED) -> None:
+    """Refuse an artifact whose features the running code does not compute the same way.
+
+    The running spec serves models trained on itself or on a spec it extends (the
+    baseline): those features keep their names and values.
+    """
+    trained = next((s for s in spec.lineage() if s.spec_hash() == manifest.feature_spec_hash), None)
+    if trained is None:
+        known = ", ".join(f"{s.name} {s.spec_hash()[:12]}" for s in spec.lineage())
         raise FeatureSpecMismatchError(
             f"{manifest.ref} was trained on feature spec {manifest.feature_spec_name} "
-            f"{manifest.feature_spec_hash[:12]}, this code computes {spec.name} {running[:12]}: "
+            f"{manifest.feature_spec_hash[:12]}, this code computes {known}: "
             "retrain, or deploy the code the model was trained with"
         )
-    if manifest.feature_names != spec.feature_names():
+    if manifest.feature_names != trained.feature_names():
         raise FeatureSpecMismatchError(
-            f"{manifest.ref}: feature names or order differ from feature spec {spec.name}"
+            f"{manifest.ref}: feature names or order differ from feature spec {trained.name}"
         )
 
 
 def load_artifact(
     path: Path,
     *,
-    spec: FeatureSpec = BASELINE,
+    spec: FeatureSpec = SERVED,
     codegen_max_nodes: int = CODEGEN_MAX_NODES,
     code_cache_dir: Path | None = None,
 ) -> LoadedModel:

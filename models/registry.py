@@ -65,7 +65,7 @@ from models.artifact import (
 )
 from models.contracts import ENV_ACTOR
 from models.errors import RtmlError
-from models.features.spec import BASELINE, FeatureSpec
+from models.features.spec import SERVED, FeatureSpec
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -795,7 +795,7 @@ class ModelLoader:
     recheck_seconds: float = 60.0
     clock: Callable[[], float] = time.monotonic
     cache_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "rtml-models")
-    spec: FeatureSpec = BASELINE
+    spec: FeatureSpec = SERVED
     code_cache_dir: Path | None = None
     stats: LoaderStats = field(default_factory=LoaderStats)
 

@@ -52,6 +52,8 @@ from models.evaluation import Metrics
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from models.features.spec import FeatureSpec
+
 log = logging.getLogger(__name__)
 
 F64 = npt.NDArray[np.float64]
@@ -214,6 +216,17 @@ class FeatureFrame:
             feature_names=names,
         )
 
+    def select(self, names: Sequence[str]) -> FeatureFrame:
+        """The given feature columns only, in that order (an ablation drops one)."""
+        index = [self.feature_names.index(n) for n in names]
+        return FeatureFrame(
+            x=np.ascontiguousarray(self.x[:, index]),
+            labels=self.labels,
+            days=self.days,
+            cards=self.cards,
+            feature_names=tuple(names),
+        )
+
     def take(self, rows: I64) -> FeatureFrame:
         """The given rows, in that order."""
         return FeatureFrame(
@@ -225,25 +238,30 @@ class FeatureFrame:
         )
 
 
-def load_features(root: Path) -> FeatureFrame:
-    """Read a feature table written by ``rtml features`` (baseline spec only).
+def load_features(root: Path, spec: FeatureSpec | None = None) -> FeatureFrame:
+    """Read the ``spec`` features (default: the baseline's) of a ``rtml features`` table.
 
-    Refuses a table whose manifest records another feature spec: a model trained on it
-    would be served with features computed differently.
+    The table's recorded spec must be ``spec`` or extend it (an improved table holds the
+    baseline's features unchanged); any other is refused: a model trained on it would be
+    served with features computed differently.
     """
     from models import datasets
-    from models.features.spec import BASELINE
+    from models.features.spec import BASELINE, spec_by_hash
+    from models.features.table import feature_columns
 
-    recorded = datasets.read_manifest(root).get("spec_hash")
-    if recorded is not None and recorded != BASELINE.spec_hash():
+    wanted = spec or BASELINE
+    recorded = datasets.read_manifest(root).get("spec_hash", BASELINE.spec_hash())
+    table_spec = spec_by_hash(recorded)
+    if table_spec is None or wanted not in table_spec.lineage():
+        name = table_spec.name if table_spec else "an unknown spec"
         raise ValueError(
-            f"{root} was computed with feature spec {recorded[:12]}, "
-            f"not the baseline spec {BASELINE.spec_hash()[:12]}"
+            f"{root} was computed with feature spec {name} {recorded[:12]}, which does not "
+            f"hold the {wanted.name} features: recompute it with rtml features --spec"
         )
-    table = datasets.read_dataset(root, _KEY_COLUMNS + BASELINE_FEATURES)
+    table = datasets.read_dataset(root, _KEY_COLUMNS + feature_columns(wanted))
     if table.num_rows == 0:
         raise ValueError(f"{root} holds no transactions")
-    return FeatureFrame.from_table(table)
+    return FeatureFrame.from_table(table, wanted.feature_names())
 
 
 # --- scaling ----------------------------------------------------------------------------
@@ -304,6 +322,8 @@ class ModelConfig(BaseModel):
     family: Family
     params: dict[str, Any] = Field(default_factory=dict, description="On top of the defaults.")
     search: SearchSpace | None = None
+    features: Literal["baseline", "improved"] = "baseline"
+    """The feature set it trains on (models.features.spec.FEATURE_SETS)."""
     description: str = ""
 
     def work_units(self) -> int:
@@ -312,6 +332,14 @@ class ModelConfig(BaseModel):
             return 1
         return len(self.search.candidates()) * self.search.n_folds + 1
 
+
+CH5_XGBOOST: Final[dict[str, Any]] = {"max_depth": 3, "n_estimators": 50, "learning_rate": 0.3}
+"""The handbook's chapter 5 selection of XGBoost for AP (docs/selection/selection.json)."""
+IMPROVED_XGBOOST: Final[dict[str, Any]] = {
+    "max_depth": 3, "n_estimators": 100, "learning_rate": 0.1,
+}  # fmt: skip
+"""rtml select's pick on the improved features (docs/selection/selection.json ``best``)."""
+DEFAULT_MODEL: Final = "xgboost_improved"
 
 MODEL_CONFIGS: Final[dict[str, ModelConfig]] = {
     c.name: c
@@ -349,6 +377,26 @@ MODEL_CONFIGS: Final[dict[str, ModelConfig]] = {
             description=(
                 "XGBoost with the 1.x defaults the book ran (exact splits, base score 0.5): "
                 "reproduces its table; slower to fit than the hist default."
+            ),
+        ),
+        ModelConfig(
+            name="xgboost_ch5",
+            family="xgboost",
+            params={**CH5_XGBOOST, "tree_method": "exact", "base_score": 0.5},
+            description=(
+                "The handbook's chapter 5 pick for average precision (depth 3, 50 trees, "
+                "learning rate 0.3) on the baseline features: the best before rtml's features."
+            ),
+        ),
+        ModelConfig(
+            name="xgboost_improved",
+            family="xgboost",
+            params={**IMPROVED_XGBOOST, "tree_method": "exact", "base_score": 0.5},
+            features="improved",
+            description=(
+                "XGBoost on the improved features (the card's amount against its own "
+                "history), parameters chosen on the chapter 5 validation folds "
+                "(docs/selection): the default."
             ),
         ),
         ModelConfig(
@@ -611,6 +659,14 @@ def train(
 
         outcome = train(frame, resolve_config("decision_tree", max_depth=2), Protocol())
     """
+    from models.features.spec import FEATURE_SETS
+
+    expected = tuple(FEATURE_SETS[config.features].feature_names())
+    if frame.feature_names != expected:
+        raise ValueError(
+            f"{config.name} trains on the {config.features} features; the frame holds "
+            f"{len(frame.feature_names)} others (load_features(root, spec) reads them)"
+        )
     selection = None
     params = dict(config.params)
     if config.search is not None:
@@ -676,9 +732,11 @@ def save_outcome(outcome: TrainOutcome, out: Path, *, name: str, data: Path) -> 
     forest or a deep tree are near 0/1, an over-fitted picture of the score).
     """
     from models.artifact import save_artifact
+    from models.features.spec import FEATURE_SETS
 
     manifest = save_artifact(
         out,
+        spec=FEATURE_SETS[outcome.config.features],
         name=name,
         model=outcome.model,
         family=outcome.family,

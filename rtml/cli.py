@@ -172,6 +172,9 @@ def _add_features(sub: Any) -> None:
         "(default: the dataset's last transaction)",
     )
     p.add_argument("--engine", choices=("offline", "online"), default="offline")
+    p.add_argument("--spec", choices=("baseline", "improved"), default="improved",
+                   help="feature set to compute (improved: the baseline's 15 and 6 more; "
+                   "materialize always writes the served spec's state)")  # fmt: skip
     p.add_argument(
         "--store",
         choices=("memory", "dynamodb"),
@@ -200,7 +203,9 @@ def _run_features(args: argparse.Namespace) -> None:
     from models import datasets
     from models.contracts import TRANSACTIONS_COLUMNS
     from models.features import table as feature_table
+    from models.features.spec import FEATURE_SETS
 
+    spec = FEATURE_SETS[args.spec]
     transactions = datasets.read_dataset(args.src, TRANSACTIONS_COLUMNS)
     if transactions.num_rows == 0:
         raise ValueError(f"{args.src} holds no transactions")
@@ -209,7 +214,7 @@ def _run_features(args: argparse.Namespace) -> None:
     if args.engine == "offline":
         from models.features.offline import compute_features
 
-        features = compute_features(transactions)
+        features = compute_features(transactions, spec)
     else:
         from pyarrow.compute import sum as pc_sum
 
@@ -221,6 +226,7 @@ def _run_features(args: argparse.Namespace) -> None:
         with _progress(transactions.num_rows + n_labels, "online replay") as bar:
             result = replay_history(
                 transactions,
+                spec,
                 store=args.store,
                 table_name=args.table,
                 labels=args.labels,
@@ -228,7 +234,7 @@ def _run_features(args: argparse.Namespace) -> None:
             )
         features, extra = result.features, result.counters
     elapsed = time.perf_counter() - started
-    out_table = feature_table.feature_table(transactions, features)
+    out_table = feature_table.feature_table(transactions, features, spec)
     summary = feature_table.FeatureTableSummary(
         engine=args.engine,
         source=str(args.src),
@@ -236,6 +242,7 @@ def _run_features(args: argparse.Namespace) -> None:
         features=list(features),
         seconds=round(elapsed, 3),
         counters=extra,
+        spec_hash=spec.spec_hash(),
     )
     files = datasets.write_dataset(out_table, args.out, summary)
     log.info("wrote %d day partitions to %s", files, args.out)
@@ -252,6 +259,7 @@ def _run_materialize(args: argparse.Namespace) -> None:
     from models.features.dynamodb_store import DynamoDBStateStore
     from models.features.online import epoch_seconds
     from models.features.replay import states_as_of
+    from models.features.spec import SERVED
 
     transactions = datasets.read_dataset(args.src, TRANSACTIONS_COLUMNS)
     if transactions.num_rows == 0:
@@ -266,7 +274,7 @@ def _run_materialize(args: argparse.Namespace) -> None:
     store = DynamoDBStateStore.from_env(args.table)
     with _progress(None, "replay in memory") as bar:
         engine, counters = states_as_of(
-            transactions, as_of, labels=args.labels, progress=bar.update
+            transactions, as_of, SERVED, labels=args.labels, progress=bar.update
         )
     states = engine.store.states  # type: ignore[attr-defined]
     with _progress(len(states), "write state") as bar:
@@ -309,12 +317,17 @@ def _add_train(sub: Any) -> None:
             "average precision and Card Precision@100 (train and test) and the fit/predict "
             "times; writes the model artifact to --out and PNG curves to --out/report. "
             "Models: logistic_regression, decision_tree, random_forest, xgboost (library "
-            "defaults, random_state 0), or a named variant (decision_tree_depth2, "
-            "xgboost_book, xgboost_tuned: chosen on validation folds before the test week)."
+            "defaults, random_state 0, baseline features), or a named variant "
+            "(decision_tree_depth2, xgboost_book, xgboost_ch5: the book's chapter 5 pick, "
+            "xgboost_tuned: chosen on validation folds before the test week, and the default "
+            "xgboost_improved: on the improved features, see docs/selection)."
         ),
     )
     p.add_argument("--data", type=Path, required=True, help="feature table (rtml features)")
-    p.add_argument("--model", type=_model_name, default="xgboost", help="model configuration")
+    p.add_argument("--model", type=_model_name, default="xgboost_improved",
+                   help="model configuration (default: XGBoost, improved features)")  # fmt: skip
+    p.add_argument("--features", choices=("baseline", "improved"), default=None,
+                   help="feature set (default: the model configuration's)")  # fmt: skip
     p.add_argument("--train-start", type=_iso_date, default=date(2018, 7, 25), help="first day")
     p.add_argument("--delta-train", type=_positive_int, default=7, help="training days")
     p.add_argument("--delta-delay", type=_non_negative_int, default=7, help="feedback delay days")
@@ -328,16 +341,20 @@ def _add_train(sub: Any) -> None:
 
 def _run_train(args: argparse.Namespace) -> None:
     from models import reports, training
+    from models.features.spec import FEATURE_SETS
 
     config = training.resolve_config(args.model, max_depth=args.max_depth)
+    if args.features is not None:
+        config = config.model_copy(update={"features": args.features})
     protocol = training.Protocol(
         train_start=args.train_start,
         delta_train=args.delta_train,
         delta_delay=args.delta_delay,
         delta_test=args.delta_test,
     )
-    frame = training.load_features(args.data)
-    log.info("loaded %d rows from %s; training %s", len(frame), args.data, config.name)
+    frame = training.load_features(args.data, FEATURE_SETS[config.features])
+    log.info("loaded %d rows from %s; training %s on the %s features", len(frame), args.data,
+             config.name, config.features)  # fmt: skip
     with _progress(config.work_units(), f"train {config.name}") as bar:
         outcome = training.train(frame, config, protocol, progress=bar.update)
     artifact = training.save_outcome(outcome, args.out, name=args.name, data=args.data)
@@ -1215,6 +1232,9 @@ def _add_select(sub: Any) -> None:
     p.add_argument("--models", default="decision_tree,logistic_regression,random_forest,xgboost")
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="fits at once (processes; default: the cores)")  # fmt: skip
+    p.add_argument("--no-improve", dest="improve", action="store_false",
+                   help="skip the improved model (XGBoost on the improved features: its grid, "
+                   "class weights, ablation; selection.json's best)")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_select)
@@ -1232,9 +1252,13 @@ def _run_select(args: argparse.Namespace) -> None:
         raise ValueError(
             f"--models: unknown {unknown} (known: {', '.join(selection.HANDBOOK_GRIDS)})"
         )
+    from models.features.spec import BASELINE, IMPROVED
+
     protocol = selection.HandbookProtocol()
-    frame = training.load_features(args.data)
+    full = training.load_features(args.data, IMPROVED if args.improve else BASELINE)
+    frame = full.select(BASELINE.feature_names())
     started = time.perf_counter()
+    workers = args.workers or os.cpu_count() or 1
     results = {}
     for family in families:
         fits = len(selection.grid_points(selection.HANDBOOK_GRIDS[family])) * 2 * protocol.n_folds
@@ -1243,16 +1267,25 @@ def _run_select(args: argparse.Namespace) -> None:
                 frame,
                 family,
                 protocol,
-                workers=args.workers or os.cpu_count() or 1,
+                workers=workers,
                 progress=bar.update,
             )
         log.info(
             "%s: %s", family, {m: round(c.test_mean, 3) for m, c in results[family].best.items()}
         )
+    best = None
+    if args.improve:
+        previous = ("xgboost_ch5", BASELINE, training.MODEL_CONFIGS["xgboost_ch5"].params)
+        with _progress(selection.improve_fits(protocol, IMPROVED), "improve xgboost") as bar:
+            best = selection.improve(full, protocol, spec=IMPROVED, previous=previous,
+                                     workers=workers, progress=bar.update)  # fmt: skip
+        log.info(
+            "best: %s test %s", best.params, {m: round(v, 3) for m, v in best.test.mean.items()}
+        )
     report = selection.SelectionReport(
         protocol=protocol, models=results, seconds=round(time.perf_counter() - started, 1),
         validation_folds=[f.describe() for f in protocol.validation_folds()],
-        test_folds=[f.describe() for f in protocol.test_folds()],
+        test_folds=[f.describe() for f in protocol.test_folds()], best=best,
     )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "selection.json").write_text(report.model_dump_json(indent=2))
@@ -1266,6 +1299,12 @@ def _run_select(args: argparse.Namespace) -> None:
     for row in report.summary():
         print(f"{row['model']:<20} {row['metric']:<6} {row['test_mean']:>9.3f} "
               f"{row['test_std']:>6.3f} {row['book']:>6.3f}  {row['params']}")  # fmt: skip
+    if best is not None:
+        print(f"\nimproved ({best.spec}, {len(best.features)} features) {best.params}")
+        for m in selection.METRICS:
+            print(f"  {m:<6} test {best.test.mean[m]:.3f} ± {best.test.std[m]:.3f}   previous "
+                  f"{best.previous.test.mean[m]:.3f}" + (f"   goal {best.goal[m]:.2f}"
+                  if m in best.goal else ""))  # fmt: skip
     print(f"wrote {args.out / 'selection.json'} in {report.seconds:.0f} s")
 
 

@@ -10,8 +10,8 @@ HALF=${DEMO_HALF:-4000}
 json() { "$PY" -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
 
 "$RTML" local down >/dev/null 2>&1 || true
-echo "== local stack up (synth, deploy on embedded moto, champion = xgboost)"
-"$RTML" local up --detach --model "$DATA/artifacts/xgboost" --json > .rtml-up.json
+echo "== local stack up (synth, deploy on embedded moto, champion = XGBoost on the improved features)"
+"$RTML" local up --detach --model "$DATA/artifacts/improved" --json > .rtml-up.json
 trap '"$RTML" local down || true; rm -f .rtml-up.json' EXIT
 eval "$("$RTML" local env)"
 STATE_TABLE=$(json feature_state_table < .rtml-up.json)
@@ -19,8 +19,8 @@ STATE_TABLE=$(json feature_state_table < .rtml-up.json)
 echo "== the simulated dataset into the data bucket (the batch path's source)"
 "$RTML" local upload --in "$DATA/simulated"
 
-echo "== challenger (logistic regression) in shadow"
-CHALLENGER=$("$RTML" models push "$DATA/artifacts/logistic_regression" --json | json version)
+echo "== challenger in shadow: the previous best (the handbook's chapter 5 XGBoost, baseline features)"
+CHALLENGER=$("$RTML" models push "$DATA/artifacts/xgboost_ch5" --json | json version)
 "$RTML" models promote fraud "$CHALLENGER" --alias challenger
 
 echo "== feature state warmed in bulk as of the end of the day before $DAY"
@@ -34,7 +34,10 @@ echo "== hot swap: the challenger becomes champion mid-stream (no redeploy)"
 "$RTML" models promote fraud "$CHALLENGER" --alias champion
 
 echo "== the rest of the day"
-"$RTML" stream put --in "$DATA/simulated" --date "$DAY" --offset "$HALF"
+"$RTML" stream put --in "$DATA/simulated" --date "$DAY" --offset "$HALF" --wait
+
+echo "== rollback: the improved model is champion again, the previous best stays in shadow"
+"$RTML" models rollback fraud --alias champion
 
 echo "== the API: a sample of the next day's transactions scored on demand (half frauds)"
 NEXT=$("$PY" -c "from datetime import date, timedelta; print(date.fromisoformat('$DAY') + timedelta(days=1))")

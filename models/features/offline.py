@@ -116,13 +116,23 @@ def entity_features(
 
     out: dict[str, npt.NDArray[np.generic]] = {}
     for window in entity.windows:
-        lo, hi = _window_bounds(key, key, entity.delay_seconds, window.seconds)
+        lo, hi = _window_bounds(key, key, entity.delay_of(window), window.seconds)
         for agg in entity.aggregations:
             values = sorted_values[agg.field] if agg.field else None
             result = _aggregate(agg, values, lo, hi)
             unsorted = np.empty_like(result)
             unsorted[order] = result
             out[f"{entity.key}_{agg.name}_{window.suffix}"] = unsorted
+    return out
+
+
+def ratio_features(spec: FeatureSpec, features: dict[str, np.ndarray]) -> dict[str, F64]:
+    """The spec's ratios of already computed features (0 where the divisor is 0)."""
+    out: dict[str, F64] = {}
+    for r in spec.ratios:
+        top = np.asarray(features[r.numerator], dtype=np.float64)
+        bottom = np.asarray(features[r.denominator], dtype=np.float64)
+        out[r.name] = np.divide(top, bottom, out=np.zeros(len(top)), where=bottom != 0)
     return out
 
 
@@ -142,4 +152,5 @@ def compute_features(table: pa.Table, spec: FeatureSpec = BASELINE) -> dict[str,
         fields = {f: table.column(f).to_numpy().astype(np.float64) for f in entity.value_fields}
         keys = table.column(entity.key).to_numpy().astype(np.int64)
         out.update(entity_features(entity, ids, seconds, keys, fields))
+    out.update(ratio_features(spec, out))
     return {name: out[name] for name in spec.feature_names()}

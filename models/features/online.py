@@ -4,13 +4,13 @@ Pure Python (stdlib only), so the serving Lambdas need no numpy. The same spec d
 as the offline engine, and the two are proven equal (tests/unit/test_features_parity.py,
 ``rtml features --engine online``).
 
-An entity's state keeps its events within ``horizon = delay + longest window`` of its
-latest event time (event time, never the wall clock: a replay of 2018 data must not drop
-everything), sorted by (time, transaction id), with one value list per aggregated field.
-Applying an event is idempotent (Kinesis delivers at least once); events older than the
-horizon are ignored and counted; late events within it are applied and counted. Labels
-(fields that arrive later, e.g. TX_FRAUD) fill in the value of their transaction, or wait
-for it if they come first.
+An entity's state keeps its events within ``horizon`` (its furthest window's delay +
+length) of its latest event time (event time, never the wall clock: a replay of 2018 data
+must not drop everything), sorted by (time, transaction id), with one value list per
+aggregated field. Applying an event is idempotent (Kinesis delivers at least once); events
+older than the horizon are ignored and counted; late events within it are applied and
+counted. Labels (fields that arrive later, e.g. TX_FRAUD) fill in the value of their
+transaction, or wait for it if they come first.
 
 A busy entity's store may seal its older events into time *tiles* (:class:`Tiles`): per
 tile, the count and the sums, maxima and minima the spec's aggregations need, with the
@@ -206,10 +206,11 @@ class EntityMachine:
         self._label_fields = frozenset(spec.label_fields)
         self._field_index = {f: i for i, f in enumerate(self.fields)}
         self.horizon = spec.horizon_seconds
-        # per window: (seconds, [(feature name, kind, value-field index or -1 for a count)])
+        # per window: (seconds, delay, [(feature name, kind, value-field index or -1)])
         self._plan = [
             (
                 w.seconds,
+                spec.delay_of(w),
                 [
                     (
                         f"{spec.key}_{a.name}_{w.suffix}",
@@ -384,7 +385,7 @@ class EntityMachine:
         tiles = state.tiles
         if tiles is None:
             return set()
-        frontier, seconds, delay = tiles.frontier, tiles.seconds, self.spec.delay_seconds
+        frontier, seconds = tiles.frontier, tiles.seconds
         need: set[int] = set()
         # windows are clipped at latest - horizon (see ``features``): that edge cuts a tile too
         floors = [] if state.latest is None else [state.latest - self.horizon]
@@ -394,9 +395,9 @@ class EntityMachine:
             floors.append(t - self.horizon)
             if is_label:
                 continue
-            if delay and (t - delay, MAX_ID) < frontier:
-                need.add((t - delay) // seconds)
-            for length, _ in self._plan:
+            for length, delay, _ in self._plan:
+                if delay and (t - delay, MAX_ID) < frontier:
+                    need.add((t - delay) // seconds)
                 edge = t - delay - length
                 if (edge, MAX_ID) < frontier:
                     need.add(edge // seconds)
@@ -448,14 +449,17 @@ class EntityMachine:
     def features(self, state: EntityState, time: int, tx_id: int) -> dict[str, float | int]:
         """This entity's windowed features as of (time, transaction id)."""
         out: dict[str, float | int] = {}
-        keys, delay = state.keys, self.spec.delay_seconds
-        hi_key = (time, tx_id) if delay == 0 else (time - delay, MAX_ID)
-        hi = bisect.bisect_right(keys, hi_key)
+        keys = state.keys
         tiles = state.tiles
         # a late event's window may reach below latest - horizon, where the state keeps
         # nothing (flat) or whole tiles (tiled): clip it there, the same for every layout
         floor = -MAX_ID if state.latest is None else state.latest - self.horizon
-        for length, aggregations in self._plan:
+        ends: dict[int, tuple[tuple[int, int], int]] = {}
+        for length, delay, aggregations in self._plan:
+            if delay not in ends:
+                end = (time, tx_id) if delay == 0 else (time - delay, MAX_ID)
+                ends[delay] = end, bisect.bisect_right(keys, end)
+            hi_key, hi = ends[delay]
             lo_key = (max(time - delay - length, floor), MAX_ID)
             if lo_key >= hi_key:  # an expired event's window: nothing the state can hold
                 self._raw_window(out, state, aggregations, 0, 0)
@@ -845,6 +849,9 @@ class OnlineFeatures:
         row: dict[str, float | int] = {n: event.values[n] for n in self.spec.passthrough}
         row.update(calendar_features(event.time, self.spec))
         row.update(feats)
+        for r in self.spec.ratios:  # same rule as offline: 0 where the divisor is 0
+            bottom = row[r.denominator]
+            row[r.name] = row[r.numerator] / bottom if bottom != 0 else 0.0
         return {n: row[n] for n in self.names}
 
     def as_of(

@@ -335,17 +335,24 @@ def test_stream_scores_the_challenger_in_shadow(
 
 
 def test_stream_day_replay_equals_the_offline_table(
-    world: World, artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # given a small simulation, and the online state warmed to the start of its last day
+    # given a champion trained on the served (improved) features, a small simulation, and
+    # the online state warmed to the start of its last day
     import numpy as np
 
     from models import datasets
     from models.artifact import load_artifact
     from models.features.offline import compute_features
     from models.features.replay import delivered_between
+    from models.features.spec import SERVED
     from models.wire import encode_event
     from rtml import cli
+
+    artifact = tmp_path / "improved"
+    save(artifact, "xgboost", seed=5, spec=SERVED)
+    registry = open_registry(f"s3://{BUCKET}/registry", s3_client=world.s3)
+    registry.promote("fraud-test", registry.push(artifact).version, "champion")
 
     sim_dir = tmp_path / "sim"
     sizes = ["--customers", "40", "--terminals", "80", "--days", "40", "--radius", "20"]
@@ -364,7 +371,7 @@ def test_stream_day_replay_equals_the_offline_table(
         assert failures(world.handler.handler(chunk, Context())) == []
     # then every prediction's features equal the offline table's, and its score the
     # same model's on those offline features
-    offline = compute_features(table)
+    offline = compute_features(table, SERVED)
     ids = table.column("TRANSACTION_ID").to_pylist()
     row_of = {tx: i for i, tx in enumerate(ids)}
     model = load_artifact(artifact)

@@ -16,7 +16,7 @@ import pytest
 from bench.state_store import FakeDynamoDB
 from models.features import dynamodb_store as ddb
 from models.features.online import MemoryStore, OnlineFeatures, RawEvent
-from models.features.spec import Aggregation, EntitySpec, FeatureSpec, Window
+from models.features.spec import Aggregation, EntitySpec, FeatureSpec, Ratio, Window
 
 SMALL = FeatureSpec(
     name="small",
@@ -25,7 +25,8 @@ SMALL = FeatureSpec(
     entities=(
         EntitySpec(
             key="CUSTOMER_ID",
-            windows=(Window(5, "5S"), Window(17, "17S")),
+            # and a delayed one, as the improved spec's: (t - 3 - 6, t - 3]
+            windows=(Window(5, "5S"), Window(17, "17S"), Window(6, "6S_3S_DELAY", 3)),
             aggregations=(
                 Aggregation("NB_TX", "count"),
                 Aggregation("AVG", "mean", "TX_AMOUNT"),
@@ -41,6 +42,7 @@ SMALL = FeatureSpec(
             label_fields=("TX_FRAUD",),
         ),
     ),
+    ratios=(Ratio("AMOUNT_RATIO", "TX_AMOUNT", "CUSTOMER_ID_AVG_6S_3S_DELAY"),),
 )
 
 

@@ -22,7 +22,7 @@ from models.contracts import TRANSACTIONS_COLUMNS, LabelEvent, TransactionEvent,
 from models.features.offline import compute_features
 from models.features.online import MemoryStore, OnlineFeatures, RawEvent
 from models.features.replay import replay_history
-from models.features.spec import BASELINE
+from models.features.spec import BASELINE, IMPROVED, SERVED, FeatureSpec
 
 T0 = datetime(2018, 4, 1)
 
@@ -49,11 +49,14 @@ def test_offline_equals_the_pandas_rolling_reference(simulated: pa.Table) -> Non
     assert_features_equal(ours, {n: ref[n].to_numpy() for n in ref.columns})
 
 
-def test_parity_replay_features_on_arrival_equal_offline(simulated: pa.Table) -> None:
+@pytest.mark.parametrize("spec", [BASELINE, IMPROVED], ids=lambda s: s.name)
+def test_parity_replay_features_on_arrival_equal_offline(
+    simulated: pa.Table, spec: FeatureSpec
+) -> None:
     # when the history is replayed as the stream would deliver it
-    result = replay_history(simulated, batch_size=97)
+    result = replay_history(simulated, spec, batch_size=97)
     # then every transaction's on-arrival features equal the offline ones
-    assert_features_equal(result.features, compute_features(simulated))
+    assert_features_equal(result.features, compute_features(simulated, spec))
     assert result.counters["late"] == 0 and result.counters["expired"] == 0
     assert result.counters["labels"] == simulated.num_rows
 
@@ -111,18 +114,18 @@ def test_parity_any_order_with_duplicates_as_of_equals_offline(
         events.append(TransactionEvent(tx_amount=r["TX_AMOUNT"], **common))
         events.append(LabelEvent(tx_fraud=r["TX_FRAUD"], **common))
     store = MemoryStore()
-    engine = OnlineFeatures(store)
+    engine = OnlineFeatures(store, IMPROVED)
     # when every event is delivered, in this order, in batches of 3
     ordered = [events[i] for i in delivery]
     for start in range(0, len(ordered), 3):
         engine.process(ordered[start : start + 3])
     # then as-of features equal offline, for every transaction
-    expected = compute_features(table)
-    got: dict[str, list[float | int]] = {n: [] for n in BASELINE.feature_names()}
+    expected = compute_features(table, IMPROVED)
+    got: dict[str, list[float | int]] = {n: [] for n in IMPROVED.feature_names()}
     for event in events[0::2]:
         for name, value in engine.as_of(store.states, RawEvent.from_event(event)).items():
             got[name].append(value)
-    counts = BASELINE.count_features()
+    counts = IMPROVED.count_features()
     assert_features_equal(
         {n: np.asarray(v, dtype=np.int64 if n in counts else np.float64) for n, v in got.items()},
         expected,
@@ -131,6 +134,7 @@ def test_parity_any_order_with_duplicates_as_of_equals_offline(
 
 @pytest.mark.slow
 def test_parity_book_size_replay_equals_offline() -> None:
+    # the served spec: the baseline's 15 features and the 6 the improved spec adds
     table = sim.simulate(sim.SimulationConfig()).to_arrow()
-    result = replay_history(table)
-    assert_features_equal(result.features, compute_features(table))
+    result = replay_history(table, SERVED)
+    assert_features_equal(result.features, compute_features(table, SERVED))

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.artifact import LoadedModel, load_artifact, save_artifact
-from models.features.spec import BASELINE
+from models.features.spec import BASELINE, FeatureSpec
 from models.scorer import (
     LinearModel,
     ScorerError,
@@ -114,10 +114,12 @@ def test_xgboost_bounds_refuse_non_finite_thresholds() -> None:
 # --- agreement with the libraries -------------------------------------------------------------
 
 
-def _data(seed: int, n: int = 1500) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+def _data(
+    seed: int, n: int = 1500, n_features: int = N_FEATURES
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, N_FEATURES)) * rng.uniform(0.5, 50, N_FEATURES) + rng.uniform(
-        -5, 50, N_FEATURES
+    x = rng.normal(size=(n, n_features)) * rng.uniform(0.5, 50, n_features) + rng.uniform(
+        -5, 50, n_features
     )
     x[:, 1] = rng.integers(0, 2, n)  # a 0/1 flag, like TX_DURING_WEEKEND
     x[:, 3] = rng.poisson(3, n)  # a count
@@ -153,13 +155,17 @@ def save(
     seed: int = 0,
     nan_fraction: float = 0.0,
     name: str = "fraud-test",
+    spec: FeatureSpec = BASELINE,
 ) -> tuple[Any, npt.NDArray[np.float64], npt.NDArray[np.float64], LoadedModel]:
-    """Train on (scaled) random data, save, load: (model, mean, scale, loaded)."""
-    x, y = _data(seed)
+    """Train on (scaled) random data, save, load: (model, mean, scale, loaded).
+
+    ``spec``: the feature spec it is trained on (its names; the baseline's by default)."""
+    names = spec.feature_names()
+    x, y = _data(seed, n_features=len(names))
     if nan_fraction:
         x[np.random.default_rng(seed).random(x.shape) < nan_fraction] = np.nan
-    mean = np.nanmean(x, axis=0) if scaled else np.zeros(N_FEATURES)
-    scale = np.nanstd(x, axis=0) if scaled else np.ones(N_FEATURES)
+    mean = np.nanmean(x, axis=0) if scaled else np.zeros(len(names))
+    scale = np.nanstd(x, axis=0) if scaled else np.ones(len(names))
     scale[scale == 0] = 1.0
     model = fit(family, (x - mean) / scale, y)
     save_artifact(
@@ -167,13 +173,14 @@ def save(
         name=name,
         model=model,
         family=family,
-        feature_names=BASELINE.feature_names(),
+        feature_names=names,
         scaler_mean=mean.tolist(),
         scaler_scale=scale.tolist(),
         training={"seed": seed},
         metrics={},
         reference_features=x,
         reference_scores=model.predict_proba((x - mean) / scale)[:, 1],
+        spec=spec,
     )
     return model, mean, scale, load_artifact(out)
 

@@ -86,3 +86,52 @@ def test_the_report_page_holds_the_summary_and_a_curve_per_model_and_metric() ->
     page = render(report)
     assert page.count("<svg") == 3 and "0.623" in page  # the book's AP for the model
     assert len(report.summary()) == 3
+
+
+def _improved_frame() -> FeatureFrame:
+    """A frame with the improved spec's columns; the label follows one added feature."""
+    from models.features.spec import IMPROVED
+
+    names = tuple(IMPROVED.feature_names())
+    rng = np.random.default_rng(3)
+    days = np.repeat(np.arange(np.datetime64("2018-06-10"), np.datetime64("2018-09-10")), 200)
+    x = rng.normal(size=(days.size, len(names)))
+    signal = names.index("CUSTOMER_ID_AMOUNT_RATIO_30DAY_WINDOW_7DAY_DELAY")
+    labels = (x[:, signal] + 0.3 * rng.normal(size=days.size) > 2.2).astype(np.int8)
+    return FeatureFrame(x=x, labels=labels, days=days, cards=rng.integers(0, 3000, days.size),
+                        feature_names=names)  # fmt: skip
+
+
+def test_the_improved_model_is_chosen_on_validation_scored_lean_and_ablated() -> None:
+    from models.features.spec import BASELINE, IMPROVED
+    from models.selection import SelectionReport, improve, improve_fits
+    from models.selection_html import render
+
+    protocol = HandbookProtocol()
+    grid = {"max_depth": [2], "n_estimators": [10], "learning_rate": [0.3],
+            "scale_pos_weight": [1, 5]}  # fmt: skip
+    ticks: list[int] = []
+    best = improve(_improved_frame(), protocol, spec=IMPROVED, grid=grid,
+                   previous=("xgboost_ch5", BASELINE, {"max_depth": 2, "n_estimators": 10}),
+                   progress=ticks.append)  # fmt: skip
+    assert sum(ticks) == improve_fits(protocol, IMPROVED, grid)
+    # the pick is the best validation AP of the grid, and both weightings are reported
+    chosen = max(best.grid.points, key=lambda p: p.mean("validation", "ap"))
+    assert best.params == {"verbosity": 0, "tree_method": "exact", "base_score": 0.5,
+                           **chosen.params}  # fmt: skip
+    assert [w.scale_pos_weight for w in best.weighting] == [1, 5]
+    # the test figures are the lean scorer's, and equal XGBoost's own to float rounding
+    assert best.lean_scorer_max_abs_diff < 1e-6
+    assert best.test.mean["ap"] == pytest.approx(chosen.mean("test", "ap"), abs=1e-6)
+    # one ablation row per added feature, after the row with all of them; removing the
+    # feature the label follows costs the most, and the baseline alone knows nothing of it
+    assert [a.removed for a in best.ablation] == ["", *best.added] and len(best.added) == 6
+    worst = min(best.ablation[1:], key=lambda a: a.test.mean["ap"])
+    assert worst.removed == "CUSTOMER_ID_AMOUNT_RATIO_30DAY_WINDOW_7DAY_DELAY"
+    assert best.previous.test.mean["ap"] < best.test.mean["ap"] - 0.3
+    assert best.met == {m: best.test.mean[m] >= g for m, g in best.goal.items()}
+    # and the page shows it
+    report = SelectionReport(protocol=protocol, models={}, seconds=1.0, validation_folds=[],
+                             test_folds=[], best=best)  # fmt: skip
+    page = render(report)
+    assert "Ablation" in page and page.count("<svg") == 2 and "scale_pos_weight" in page

@@ -232,3 +232,50 @@ def test_rtml_train_bad_arguments_give_one_line(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+def _write_table(root: Path, spec_name: str) -> None:
+    from models.features.spec import FEATURE_SETS
+
+    spec = FEATURE_SETS[spec_name]
+    transactions = simulate(SMALL).to_arrow()
+    features = compute_features(transactions, spec)
+    summary = FeatureTableSummary(engine="offline", source="test", n_rows=transactions.num_rows,
+                                  features=list(features), seconds=0.0,
+                                  spec_hash=spec.spec_hash())  # fmt: skip
+    write_dataset(feature_table(transactions, features, spec), root, summary)
+
+
+def test_rtml_train_defaults_to_the_improved_model_and_features(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.artifact import read_manifest
+    from models.features.spec import BASELINE, IMPROVED
+
+    # given an improved feature table (a superset of the baseline's)
+    _write_table(tmp_path / "features", "improved")
+    base = ["train", "--data", str(tmp_path / "features"), "--train-start", "2018-07-10"]
+    # when rtml train runs with its defaults, and with the chapter 5 model
+    assert cli.main([*base, "--out", str(tmp_path / "improved"), "--json"]) == 0
+    assert cli.main([*base, "--model", "xgboost_ch5", "--out", str(tmp_path / "ch5")]) == 0
+    capsys.readouterr()
+    # then the default is XGBoost on the improved features; the previous best reads the
+    # baseline columns of the same table
+    improved, ch5 = read_manifest(tmp_path / "improved"), read_manifest(tmp_path / "ch5")
+    assert improved.training["config"] == "xgboost_improved"
+    assert improved.feature_names == IMPROVED.feature_names()
+    assert improved.feature_spec_hash == IMPROVED.spec_hash()
+    assert improved.training["params"]["n_estimators"] == training.IMPROVED_XGBOOST["n_estimators"]
+    assert ch5.feature_names == BASELINE.feature_names()
+    assert ch5.feature_spec_hash == BASELINE.spec_hash()
+
+
+def test_a_baseline_table_cannot_train_the_improved_model(tmp_path: Path) -> None:
+    from models.features.spec import IMPROVED
+
+    _write_table(tmp_path / "features", "baseline")
+    with pytest.raises(ValueError, match="does not hold the rtml_amount_ratios features"):
+        training.load_features(tmp_path / "features", IMPROVED)
+    frame = training.load_features(tmp_path / "features")
+    with pytest.raises(ValueError, match="trains on the improved features"):
+        training.train(frame, training.resolve_config("xgboost_improved"), PROTOCOL)
