@@ -4,6 +4,7 @@ results whether the fits run in one process or several."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pytest
@@ -108,7 +109,7 @@ def test_the_improved_model_is_chosen_on_validation_scored_lean_and_ablated() ->
     from models.selection_html import render
 
     protocol = HandbookProtocol()
-    grid = {"max_depth": [2], "n_estimators": [10], "learning_rate": [0.3],
+    grid: dict[str, list[Any]] = {"max_depth": [2], "n_estimators": [10], "learning_rate": [0.3],
             "scale_pos_weight": [1, 5]}  # fmt: skip
     ticks: list[int] = []
     best = improve(_improved_frame(), protocol, spec=IMPROVED, grid=grid,
