@@ -445,7 +445,7 @@ def customer_chunk(
         from models.features.table import feature_table
 
         write_part(s3, config.bucket, backfill_part_key(config, run, bucket),
-                   feature_table(day_rows, features))  # fmt: skip
+                   feature_table(day_rows, features, SERVED))  # fmt: skip
     clock.lap("write")
     if config.scores_table and dynamodb is not None and not run.backfill:
         _write_latest(dynamodb, config.scores_table, table, run)

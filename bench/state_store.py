@@ -150,7 +150,7 @@ def prediction_item_size() -> int:
         "model_version": {"S": "a" * 16},
         "challenger_score": {"N": "0.0234567890123456"},
         "challenger_version": {"S": "b" * 16},
-        "features": {"B": b"\x00" * (15 * 8)},
+        "features": {"B": b"\x00" * (len(SERVED.feature_names()) * 8)},
         "tx_datetime": {"S": "2018-09-30T23:59:59"},
         "scored_at": {"S": "2026-11-26T14:00:00.123Z"},
         "expires_at": {"N": "1900000000"},

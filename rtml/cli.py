@@ -1040,6 +1040,7 @@ def _collect_backfill(s3: Any, config: Any, runs: list[dict[str, Any]], out: Pat
 
     from models import datasets
     from models.features import table as feature_table
+    from models.features.spec import SERVED
     from models.s3_datasets import list_objects, read_table
 
     tables = []
@@ -1055,9 +1056,10 @@ def _collect_backfill(s3: Any, config: Any, runs: list[dict[str, Any]], out: Pat
         engine="batch-backfill",
         source=f"s3://{config.bucket}/{config.prefix}/features/",
         n_rows=table.num_rows,
-        features=[n for n, _ in feature_table.feature_columns()],
+        features=[n for n, _ in feature_table.feature_columns(SERVED)],
         seconds=0.0,
         counters={},
+        spec_hash=SERVED.spec_hash(),
     )
     return datasets.write_dataset(table, out, summary)
 
@@ -1126,6 +1128,7 @@ def _run_monitor_replay(args: argparse.Namespace) -> None:
     from models.contracts import TRANSACTIONS_COLUMNS
     from models.features import table as feature_table
     from models.features.offline import compute_features
+    from models.features.spec import SERVED
     from models.monitor import replay_lines
     from models.scenarios import Scenario, apply_to_features, apply_to_transactions
 
@@ -1134,7 +1137,9 @@ def _run_monitor_replay(args: argparse.Namespace) -> None:
     for scenario in scenarios:
         if scenario.on_transactions:
             transactions = apply_to_transactions(transactions, scenario, seed=args.seed)
-    table = feature_table.feature_table(transactions, compute_features(transactions))
+    table = feature_table.feature_table(
+        transactions, compute_features(transactions, SERVED), SERVED
+    )
     for scenario in scenarios:
         if not scenario.on_transactions:
             table = apply_to_features(table, scenario)

@@ -125,6 +125,7 @@ def build(info: dict[str, Any], dataset: Path, day: date, *, wait: bool = True) 
     from models.artifact import load_artifact
     from models.contracts import TRANSACTIONS_COLUMNS
     from models.features.offline import compute_features
+    from models.features.spec import SERVED
     from models.registry import open_registry
 
     table = datasets.read_dataset(dataset, TRANSACTIONS_COLUMNS)
@@ -149,7 +150,7 @@ def build(info: dict[str, Any], dataset: Path, day: date, *, wait: bool = True) 
     reasons = Counter(str(letter.get("reason", "?")).split(":")[0] for letter in letters)
 
     # offline: the same model versions scoring the offline feature table's rows of the day
-    features = compute_features(table)
+    features = compute_features(table, SERVED)  # what the stream computes
     registry = open_registry(info["registry"], s3_client=_client(info, "s3"))
     cache = Path(info.get("logs", ".rtml/logs")).parent / "report-models"
     models = {}

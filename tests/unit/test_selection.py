@@ -136,3 +136,23 @@ def test_the_improved_model_is_chosen_on_validation_scored_lean_and_ablated() ->
                              test_folds=[], best=best)  # fmt: skip
     page = render(report)
     assert "Ablation" in page and page.count("<svg") == 2 and "scale_pos_weight" in page
+
+
+def test_the_default_model_is_the_committed_selections_best() -> None:
+    # rtml train's xgboost_improved and xgboost_ch5 are what docs/selection chose
+    import json
+    from pathlib import Path
+
+    from models.features.spec import IMPROVED
+    from models.training import CH5_XGBOOST, IMPROVED_XGBOOST, MODEL_CONFIGS
+
+    report = json.loads((Path(__file__).parents[2] / "docs/selection/selection.json").read_text())
+    best = report["best"]
+    fixed = {"verbosity", "tree_method", "base_score"}
+    chosen = {k: v for k, v in best["params"].items() if k not in fixed}
+    assert chosen == IMPROVED_XGBOOST
+    assert (
+        best["features"] == IMPROVED.feature_names() and best["spec_hash"] == IMPROVED.spec_hash()
+    )
+    assert report["models"]["xgboost"]["best"]["ap"]["params"] == CH5_XGBOOST
+    assert best["previous"]["params"] == MODEL_CONFIGS["xgboost_ch5"].params
