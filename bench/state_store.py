@@ -139,23 +139,30 @@ def busy_terminal_table(
     return pa.table(columns, schema=arrow_schema(TRANSACTIONS_COLUMNS))
 
 
-def prediction_item_size() -> int:
-    """Size of a representative prediction item (the stream issue's fields) in bytes."""
-    item = {
-        "transaction_id": {"N": "1754154"},
-        "score": {"N": "0.0123456789012345"},
-        "decision": {"S": "allow"},
-        "threshold": {"N": "0.5"},
-        "model_name": {"S": "fraud"},
-        "model_version": {"S": "a" * 16},
-        "challenger_score": {"N": "0.0234567890123456"},
-        "challenger_version": {"S": "b" * 16},
-        "features": {"B": b"\x00" * (len(SERVED.feature_names()) * 8)},
-        "tx_datetime": {"S": "2018-09-30T23:59:59"},
-        "scored_at": {"S": "2026-11-26T14:00:00.123Z"},
-        "expires_at": {"N": "1900000000"},
-    }
-    return ddb.item_size(item)
+def prediction_item_size(features: dict[str, float] | None = None) -> int:
+    """Size of a stored prediction item as the stream writes it (the sink's own item).
+
+    ``features``: a transaction's served features (the book part measures its own); by
+    default random float64s (17 digits each: the worst case for the body's compression).
+    """
+    import random
+    from datetime import UTC, datetime
+
+    from models.aws_sinks import DynamoDBPredictions
+    from models.contracts import Prediction
+
+    rng = random.Random(0)
+    if features is None:
+        features = {n: rng.random() * 100 for n in SERVED.feature_names()}
+    prediction = Prediction(
+        transaction_id=1754154, customer_id=4999, terminal_id=9999,
+        tx_datetime=datetime(2018, 9, 30, 23, 59, 59), score=rng.random(), decision="low_risk",
+        threshold=0.5, model_name="fraud", model_version="a" * 12, challenger_score=rng.random(),
+        challenger_version="b" * 12, features=features,
+        scored_at=datetime(2026, 11, 27, 14, 0, 0, 123000, tzinfo=UTC), path="stream",
+    )  # fmt: skip
+    sink = DynamoDBPredictions(None, "predictions")  # type: ignore[arg-type]  # builds, never sends
+    return ddb.item_size(sink._item(prediction))
 
 
 def percentiles(values: list[int]) -> dict[str, float]:
@@ -210,9 +217,12 @@ def bench_book(
     n_tx = sum(1 for e in measured if not e.is_label)
     started = time.perf_counter()
     chunks = list(_batches(measured, batch))
+    features: list[dict[str, float]] = []
     for chunk in tqdm(chunks, desc=f"book {labels}", leave=False, disable=None):
-        engine.process_raw(chunk)
+        scored = engine.process_raw(chunk)
+        features += [{k: float(v) for k, v in r.features.items()} for r in scored if r.features]
     elapsed = time.perf_counter() - started
+    predictions = [prediction_item_size(f) for f in features[::20]]  # a sample of 1 in 20
     usage = store.usage
     sizes: dict[str, list[int]] = {"CUSTOMER_ID": [], "TERMINAL_ID": []}
     for (pk, sk), item in client.items.items():
@@ -229,6 +239,7 @@ def bench_book(
         "events": len(measured),
         "seconds": round(elapsed, 1),
         "item_bytes": {k: percentiles(v) for k, v in sizes.items()},
+        "prediction_item_bytes": percentiles(predictions),
         "write_units_per_tx_state": round(wu, 3),
         "write_units_per_tx_with_prediction": round(wu + prediction, 3),
         "read_units_per_tx": round(ru, 3),
@@ -402,6 +413,9 @@ def main() -> None:
             for name in args.specs.split(",")
             for feed in ("chargebacks", "all")
         ]
+        served = [r for r in results["book"] if r["spec"] == SERVED.name]
+        if served:  # what rtml cost prices: the median stored prediction of the book's rows
+            results["prediction_item_bytes"] = int(served[0]["prediction_item_bytes"]["p50"])
     if "busy" in parts:
         results["busy"] = [
             bench_busy(int(rate), args.busy_days, (1, 100, 1000))

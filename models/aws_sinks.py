@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from models.contracts import (
     LATEST_SCORES_PK,
@@ -46,6 +46,37 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 BODY_COMPRESSION = 1
 """zlib level of a stored prediction: level 1 is ~4x faster than the default and a body stays
 well within the item's one write unit (bench/stream.py reports the units)."""
+
+
+def _body_dictionary() -> bytes:
+    """A preset zlib dictionary: a prediction's JSON skeleton with the served features' names.
+
+    The names are most of a body that zlib alone must spell out once per item; with them
+    preset, a book prediction's body shrinks from about 500 bytes to about 220, and a kept
+    prediction's storage with it. Frozen: stored bodies name it by its Adler-32, so a new
+    dictionary is added beside this one (``BODY_DICTIONARIES``), never edited.
+    """
+    from models.features.spec import IMPROVED
+
+    skeleton = {
+        "schema_version": 1, "transaction_id": 0, "customer_id": 0, "terminal_id": 0,
+        "tx_datetime": "2018-01-01T00:00:00", "score": 0.0, "decision": "low_risk",
+        "threshold": 0.5, "model_name": "fraud", "model_version": "", "challenger_score": None,
+        "challenger_version": None, "features": dict.fromkeys(IMPROVED.feature_names(), 0.0),
+        "scored_at": "2026-01-01T00:00:00Z", "path": "stream",
+    }  # fmt: skip
+    return json.dumps(skeleton, separators=(",", ":")).encode()
+
+
+BODY_DICTIONARY: Final = _body_dictionary()
+BODY_DICTIONARIES: Final[dict[int, bytes]] = {zlib.adler32(BODY_DICTIONARY): BODY_DICTIONARY}
+"""Every dictionary a stored body may name, by Adler-32 (a body without one needs none)."""
+
+
+def encode_body(p: Prediction) -> bytes:
+    """A prediction as a stored body: its JSON, deflated against ``BODY_DICTIONARY``."""
+    deflate = zlib.compressobj(BODY_COMPRESSION, zdict=BODY_DICTIONARY)
+    return deflate.compress(p.model_dump_json().encode()) + deflate.flush()
 
 
 class DynamoDBPredictions:
@@ -148,7 +179,7 @@ class DynamoDBPredictions:
             "tx_amount": {"N": repr(p.features["TX_AMOUNT"])},
             "decision": {"S": p.decision},
             "model_version": {"S": p.model_version},
-            "body": {"B": zlib.compress(p.model_dump_json().encode(), BODY_COMPRESSION)},
+            "body": {"B": encode_body(p)},
             PREDICTIONS_TTL: {"N": str(expires)},
         }
         if p.decision == "high_risk":
@@ -281,9 +312,17 @@ class SQSDeadLetters:
 
 
 def decode_body(item: dict[str, Any]) -> Prediction:
-    """The prediction stored in a predictions item (``body``: zlib-compressed JSON, which
-    keeps the item, the served spec's 21 features included, at about 680 bytes: one write unit)."""
-    return Prediction.model_validate_json(zlib.decompress(item["body"]["B"]))
+    """The prediction stored in a predictions item (``body``: its JSON deflated against a
+    preset dictionary, or without one as before it existed; the item, the served spec's 21
+    features included, is about 400 bytes: one write unit)."""
+    body = bytes(item["body"]["B"])
+    if len(body) > 6 and body[1] & 0x20:  # FDICT: the header names its dictionary
+        name = int.from_bytes(body[2:6], "big")
+        if name not in BODY_DICTIONARIES:
+            raise ValueError(f"prediction body: unknown zlib dictionary {name:#010x}")
+        inflate = zlib.decompressobj(zdict=BODY_DICTIONARIES[name])
+        return Prediction.model_validate_json(inflate.decompress(body) + inflate.flush())
+    return Prediction.model_validate_json(zlib.decompress(body))
 
 
 class DynamoDBLatestScores:
