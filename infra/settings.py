@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from models.contracts import MonitorThresholds, time_zone
+from models.contracts import DEFAULT_PREDICTION_TTL_DAYS, MonitorThresholds, time_zone
 
 ENVIRONMENTS_CONTEXT_KEY: Final = "rtml:environments"
 """Context key holding one settings object per environment name."""
@@ -123,8 +123,12 @@ class StreamPathSettings(BaseModel):
     max_clock_skew_seconds: int | None = Field(default=300, ge=0)
     """How far past its arrival an event time may be (``None``: off, for replays of history)."""
 
-    prediction_ttl_days: int = Field(default=90, ge=1)
-    """Days a stored prediction lives in the predictions table (the S3 archive keeps all)."""
+    prediction_ttl_days: int = Field(default=DEFAULT_PREDICTION_TTL_DAYS, ge=1)
+    """Days a stored prediction lives in the predictions table. The table answers for recent
+    decisions (redeliveries within Kinesis' retention, alerts, a support desk's lookups); the
+    S3 archive keeps every prediction. 30 days: kept predictions are the stream's largest
+    cost after writes (with point-in-time recovery, at 1,000 tps: $0.24 per million scored at
+    30 days, $0.72 at 90)."""
 
     alias_recheck_seconds: int = Field(default=60, ge=0)
     """How often a warm scorer checks the registry for a new champion (hot swap latency)."""

@@ -36,7 +36,9 @@ class ApiSettings(c.EnvSettings):
     threshold: float = Field(0.5, ge=0, le=1, alias=c.ENV_DECISION_THRESHOLD)
     max_amount: float = Field(c.DEFAULT_MAX_AMOUNT, gt=0, alias=c.ENV_MAX_AMOUNT)
     ab_share: float = Field(0.0, ge=0, le=1, alias=c.ENV_AB_SHARE)
-    prediction_ttl_days: int = Field(90, ge=1, alias=c.ENV_PREDICTION_TTL_DAYS)
+    prediction_ttl_days: int = Field(
+        c.DEFAULT_PREDICTION_TTL_DAYS, ge=1, alias=c.ENV_PREDICTION_TTL_DAYS
+    )
     alias_recheck_seconds: float = Field(60.0, ge=0, alias=c.ENV_ALIAS_RECHECK_SECONDS)
     scores_table: str | None = Field(None, alias=c.ENV_SCORES_TABLE)
 

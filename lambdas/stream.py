@@ -51,7 +51,9 @@ class StreamSettings(c.EnvSettings):
     max_amount: float = Field(c.DEFAULT_MAX_AMOUNT, gt=0, alias=c.ENV_MAX_AMOUNT)
     max_clock_skew_seconds: int | None = Field(None, ge=0, alias=c.ENV_MAX_CLOCK_SKEW)
     ab_share: float = Field(0.0, ge=0, le=1, alias=c.ENV_AB_SHARE)
-    prediction_ttl_days: int = Field(90, ge=1, alias=c.ENV_PREDICTION_TTL_DAYS)
+    prediction_ttl_days: int = Field(
+        c.DEFAULT_PREDICTION_TTL_DAYS, ge=1, alias=c.ENV_PREDICTION_TTL_DAYS
+    )
     save_workers: int = Field(32, ge=1, le=64, alias=c.ENV_SAVE_WORKERS)
     alias_recheck_seconds: float = Field(60.0, ge=0, alias=c.ENV_ALIAS_RECHECK_SECONDS)
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from models.contracts import (
+    DEFAULT_PREDICTION_TTL_DAYS,
     LATEST_SCORES_PK,
     PREDICTIONS_PK,
     PREDICTIONS_TTL,
@@ -94,7 +95,7 @@ class DynamoDBPredictions:
         client: DynamoDBClient,
         table_name: str,
         *,
-        ttl_seconds: int = 90 * 86_400,
+        ttl_seconds: int = DEFAULT_PREDICTION_TTL_DAYS * 86_400,
         max_retries: int = 6,
         sleep: Callable[[float], None] = time.sleep,
         workers: int = 4,

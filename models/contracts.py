@@ -336,6 +336,8 @@ ENV_DEAD_LETTER_QUEUE_URL: Final = "RTML_DEAD_LETTER_QUEUE_URL"
 ENV_AB_SHARE: Final = "RTML_AB_SHARE"
 """Share of customers the challenger decides (stable hash of the customer id); 0: shadow."""
 ENV_PREDICTION_TTL_DAYS: Final = "RTML_PREDICTION_TTL_DAYS"
+DEFAULT_PREDICTION_TTL_DAYS: Final = 30
+"""Days a stored prediction is kept in the predictions table (the S3 archive keeps all)."""
 ENV_SAVE_WORKERS: Final = "RTML_SAVE_WORKERS"
 ENV_ALIAS_RECHECK_SECONDS: Final = "RTML_ALIAS_RECHECK_SECONDS"
 """How often a serving function re-reads the model aliases (a promote is live after it)."""
