@@ -311,16 +311,12 @@ def lean_test_scores(
 
     from models import evaluation
     from models.artifact import load_artifact, save_artifact
-    from models.training import fit_scaler, make_model, predict_scores
+    from models.training import fit_fold
 
     folds, worst = [], 0.0
     for fold in protocol.test_folds():
         sets = split(frame.days, frame.cards, frame.labels, fold)
-        train, test = frame.take(sets.train), frame.take(sets.test)
-        scaler = fit_scaler(train.x)
-        model = make_model("xgboost", params)
-        model.fit(scaler.apply(train.x), train.labels)
-        native = predict_scores(model, scaler.apply(test.x))
+        scaler, model, test, native = fit_fold(frame, sets, "xgboost", params, n_jobs=-1)
         with tempfile.TemporaryDirectory() as tmp:
             save_artifact(
                 Path(tmp),

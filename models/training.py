@@ -492,14 +492,21 @@ def _mean_metrics(folds: Sequence[Metrics]) -> Metrics:
     )
 
 
-def _fit_and_score(
-    frame: FeatureFrame, fold: Split, family: Family, params: Mapping[str, Any], n_jobs: int
-) -> Metrics:
+def fit_fold(
+    frame: FeatureFrame, fold: Split, family: Family, params: Mapping[str, Any], n_jobs: int = 1
+) -> tuple[ScalerParams, Any, FeatureFrame, F64]:
+    """Fit on a fold's training rows: the scaler, the model, the test rows and their scores."""
     train, test = frame.take(fold.train), frame.take(fold.test)
     scaler = fit_scaler(train.x)
     model = make_model(family, params, n_jobs=n_jobs)
     model.fit(scaler.apply(train.x), train.labels)
-    scores = predict_scores(model, scaler.apply(test.x))
+    return scaler, model, test, predict_scores(model, scaler.apply(test.x))
+
+
+def _fit_and_score(
+    frame: FeatureFrame, fold: Split, family: Family, params: Mapping[str, Any], n_jobs: int
+) -> Metrics:
+    _, _, test, scores = fit_fold(frame, fold, family, params, n_jobs)
     return evaluation.evaluate(test.labels, scores, test.days, test.cards)
 
 
