@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.evaluation import Metrics
 from models.features.spec import FeatureSpec
 from models.training import (
+    BOOK_XGBOOST,
     Family,
     FeatureFrame,
     Protocol,
@@ -54,7 +55,7 @@ HANDBOOK_GRIDS: Final[dict[Family, dict[str, list[Any]]]] = {
 """The book's grids (chapter 5, "Model selection")."""
 
 HANDBOOK_FIXED: Final[dict[Family, dict[str, Any]]] = {
-    "xgboost": {"verbosity": 0, "tree_method": "exact", "base_score": 0.5},
+    "xgboost": {"verbosity": 0, **BOOK_XGBOOST},
 }
 """What the book's runs had by default: XGBoost 1.x split exactly and started every model
 from a base score of 0.5 (2.x and later default to histograms and an estimated base score,
